@@ -1,0 +1,521 @@
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// notifyChannel is the LISTEN/NOTIFY channel that wakes subscribers in other
+// processes. It carries no payload: it only says "read again".
+const notifyChannel = "ledger_events"
+
+// PostgresOptions tune the PostgreSQL log. Zero values pick the defaults.
+type PostgresOptions struct {
+	// PollInterval bounds how long a subscriber waits without a
+	// notification before reading again (default 1s).
+	PollInterval time.Duration
+	// BatchSize is the most events a subscription returns at once (default 500).
+	BatchSize int
+	Logger    *slog.Logger
+}
+
+// Postgres is the event log in one append-only PostgreSQL table (see
+// migrations/0001_event_log.sql).
+//
+// Tailing the log is commit-order safe: positions come from an identity
+// column, so a transaction that took position 10 can commit after one that
+// took 11. Readers therefore order by (transaction id, position) and only read
+// events of transactions older than the snapshot's xmin, i.e. transactions
+// that can no longer commit anything new. A reader that checkpoints the last
+// (tx_id, position) it saw can never skip an event.
+//
+// Appends do not NOTIFY inside their own transaction: PostgreSQL serializes the
+// commits of notifying transactions on a global lock, which would defeat group
+// commit under concurrent writers. Instead a background goroutine sends one
+// coalesced NOTIFY after appends commit, and subscribers in this process are
+// woken directly.
+type Postgres struct {
+	pool   *pgxpool.Pool
+	opts   PostgresOptions
+	wake   *broadcast
+	notify chan struct{}
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+var _ Store = (*Postgres)(nil)
+
+// OpenPostgres starts the log over pool (already migrated). The pool stays
+// owned by the caller; Close stops the background listener and notifier.
+func OpenPostgres(ctx context.Context, pool *pgxpool.Pool, opts PostgresOptions) (*Postgres, error) {
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = time.Second
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 500
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p := &Postgres{pool: pool, opts: opts, wake: newBroadcast(), notify: make(chan struct{}, 1), cancel: cancel}
+	p.done.Add(2)
+	go p.notifier(bg)
+	go p.listener(bg)
+	return p, nil
+}
+
+// Close stops the background goroutines. It does not close the pool.
+func (p *Postgres) Close() error {
+	p.cancel()
+	p.done.Wait()
+	return nil
+}
+
+// Ping checks the database answers.
+func (p *Postgres) Ping(ctx context.Context) error { return p.pool.Ping(ctx) }
+
+const appendSQL = `
+WITH cur AS (
+    SELECT coalesce((SELECT revision FROM events WHERE stream_id = $1 ORDER BY revision DESC LIMIT 1), -1) AS rev
+), ins AS (
+    INSERT INTO events (stream_id, revision, event_id, type, data, metadata)
+    SELECT $1, cur.rev + e.ord, e.id, e.type, e.data, e.meta
+    FROM cur, unnest($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS e(id, type, data, meta, ord)
+    WHERE CASE $6::text
+        WHEN 'any' THEN true
+        WHEN 'no_stream' THEN cur.rev = -1
+        WHEN 'exists' THEN cur.rev >= 0
+        ELSE cur.rev = $7::bigint
+    END
+    ORDER BY e.ord
+    RETURNING position, revision, tx_id
+)
+SELECT (SELECT rev FROM cur), count(*), coalesce(max(revision), -1), coalesce(max(position), 0),
+       coalesce(max(tx_id::text::bigint), 0)
+FROM ins`
+
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Append implements Store. The happy path is one statement and one round
+// trip; conflicts take a second look to tell an idempotent retry from a real
+// conflict.
+func (p *Postgres) Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error) {
+	args, err := appendArgs(stream, expected, events)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	for attempt := 0; ; attempt++ {
+		res, err := p.appendOnce(ctx, p.pool, stream, expected, events, args)
+		if errors.Is(err, errRaced) && attempt < 100 {
+			continue // another writer took the revision first; Any/StreamExists try again
+		}
+		if err == nil {
+			p.committed()
+		}
+		return res, err
+	}
+}
+
+// AppendTx appends inside the caller's transaction: the events become
+// readable (and subscribers are woken) only when tx commits. Call Committed
+// after the commit to wake subscribers without waiting for a poll.
+func (p *Postgres) AppendTx(ctx context.Context, tx pgx.Tx, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error) {
+	args, err := appendArgs(stream, expected, events)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	// A savepoint keeps the caller's transaction usable after a conflict.
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return AppendResult{}, fmt.Errorf("append to %s: %w", stream, err)
+	}
+	res, err := p.appendOnce(ctx, sp, stream, expected, events, args)
+	if err != nil {
+		_ = sp.Rollback(ctx)
+		return res, err
+	}
+	return res, sp.Commit(ctx)
+}
+
+// Committed wakes subscribers after a transaction that used AppendTx committed.
+func (p *Postgres) Committed() { p.committed() }
+
+var errRaced = errors.New("raced")
+
+func (p *Postgres) appendOnce(ctx context.Context, q querier, stream string, expected ExpectedRevision, events []EventData, args []any) (AppendResult, error) {
+	var current, count, lastRev, lastPos, txID int64
+	err := q.QueryRow(ctx, appendSQL, args...).Scan(&current, &count, &lastRev, &lastPos, &txID)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "23505":
+		// A unique violation: the revision was taken by a concurrent writer,
+		// or an event id already exists (a retry, or a real duplicate).
+		if pgErr.ConstraintName == "events_stream_revision" && (expected.IsAny() || expected.IsStreamExists()) {
+			return AppendResult{}, errRaced
+		}
+		return p.resolveConflict(ctx, stream, expected, events)
+	case err != nil:
+		return AppendResult{}, fmt.Errorf("append to %s: %w", stream, err)
+	case count == 0:
+		return p.resolveConflict(ctx, stream, expected, events)
+	}
+	return AppendResult{
+		NextRevision: uint64(lastRev),
+		Position:     Position{Commit: uint64(txID), Prepare: uint64(lastPos)},
+	}, nil
+}
+
+// resolveConflict decides what a refused append was: the retry of an append
+// that already succeeded (same ids, same stream, same place: success, nothing
+// written), a duplicate of events stored elsewhere, or a stale expectation.
+func (p *Postgres) resolveConflict(ctx context.Context, stream string, expected ExpectedRevision, events []EventData) (AppendResult, error) {
+	ids := make([]uuid.UUID, len(events))
+	for i, e := range events {
+		ids[i] = e.ID
+	}
+	rows, err := p.pool.Query(ctx, `
+		SELECT event_id, stream_id, revision, position, tx_id::text::bigint
+		FROM events WHERE event_id = ANY($1) ORDER BY position`, ids)
+	if err != nil {
+		return AppendResult{}, fmt.Errorf("append to %s: %w", stream, err)
+	}
+	type found struct {
+		stream        string
+		revision, pos int64
+		tx            int64
+	}
+	existing := map[uuid.UUID]found{}
+	for rows.Next() {
+		var id uuid.UUID
+		var f found
+		if err := rows.Scan(&id, &f.stream, &f.revision, &f.pos, &f.tx); err != nil {
+			rows.Close()
+			return AppendResult{}, fmt.Errorf("append to %s: %w", stream, err)
+		}
+		existing[id] = f
+	}
+	if err := rows.Err(); err != nil {
+		return AppendResult{}, fmt.Errorf("append to %s: %w", stream, err)
+	}
+
+	if len(existing) == len(events) {
+		first := existing[events[0].ID]
+		retry := true
+		for i, e := range events {
+			f := existing[e.ID]
+			if f.stream != stream || f.revision != first.revision+int64(i) {
+				retry = false
+				break
+			}
+		}
+		if want, exact := expected.Revision(); retry && exact && first.revision != int64(want)+1 {
+			retry = false
+		}
+		if retry && expected.IsNoStream() && first.revision != 0 {
+			retry = false
+		}
+		if retry {
+			last := existing[events[len(events)-1].ID]
+			return AppendResult{NextRevision: uint64(last.revision), Position: Position{Commit: uint64(last.tx), Prepare: uint64(last.pos)}}, nil
+		}
+	}
+	for _, f := range existing {
+		if f.stream != stream {
+			return AppendResult{}, fmt.Errorf("%w: stream %q", ErrDuplicateEvent, f.stream)
+		}
+	}
+	var current int64
+	if err := p.pool.QueryRow(ctx, `SELECT coalesce(max(revision), -1) FROM events WHERE stream_id = $1`, stream).Scan(&current); err != nil {
+		return AppendResult{}, fmt.Errorf("append to %s: %w", stream, err)
+	}
+	if len(existing) > 0 && expected.Satisfied(current) {
+		// The expectation holds but some ids are already in this stream at
+		// other places: appending them again would duplicate them.
+		return AppendResult{}, fmt.Errorf("%w: stream %q", ErrDuplicateEvent, stream)
+	}
+	return AppendResult{}, &WrongExpectedRevisionError{Stream: stream, Expected: expected, Actual: current}
+}
+
+func appendArgs(stream string, expected ExpectedRevision, events []EventData) ([]any, error) {
+	if stream == "" {
+		return nil, fmt.Errorf("%w: empty stream name", ErrInvalidEvent)
+	}
+	if len(events) == 0 {
+		return nil, fmt.Errorf("%w: nothing to append", ErrInvalidEvent)
+	}
+	ids := make([]uuid.UUID, len(events))
+	types := make([]string, len(events))
+	data := make([]string, len(events))
+	meta := make([]string, len(events))
+	for i, e := range events {
+		if err := e.Validate(); err != nil {
+			return nil, err
+		}
+		m, err := json.Marshal(e.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("%w: metadata: %v", ErrInvalidEvent, err)
+		}
+		ids[i], types[i], data[i], meta[i] = e.ID, e.Type, string(e.Data), string(m)
+	}
+	kind, rev := "any", int64(0)
+	switch {
+	case expected.IsNoStream():
+		kind = "no_stream"
+	case expected.IsStreamExists():
+		kind = "exists"
+	default:
+		if r, ok := expected.Revision(); ok {
+			kind, rev = "exact", int64(r)
+		}
+	}
+	return []any{stream, ids, types, data, meta, kind, rev}, nil
+}
+
+const selectEvent = `SELECT event_id, stream_id, revision, position, tx_id::text::bigint, type, data, metadata FROM events `
+
+// ReadStream implements Store. Stream reads see every committed event: they
+// serve command decisions, not tailing.
+func (p *Postgres) ReadStream(ctx context.Context, stream string, opts ReadStreamOptions) ([]RecordedEvent, error) {
+	var limit any
+	if opts.Max > 0 {
+		limit = opts.Max
+	}
+	var sql string
+	var args []any
+	switch {
+	case opts.Direction == Backwards && opts.FromEnd:
+		sql, args = selectEvent+`WHERE stream_id = $1 ORDER BY revision DESC LIMIT $2`, []any{stream, limit}
+	case opts.Direction == Backwards:
+		sql, args = selectEvent+`WHERE stream_id = $1 AND revision <= $2 ORDER BY revision DESC LIMIT $3`, []any{stream, int64(opts.From), limit}
+	case opts.FromEnd:
+		return nil, nil // forwards from the end: nothing is after the end
+	default:
+		sql, args = selectEvent+`WHERE stream_id = $1 AND revision >= $2 ORDER BY revision LIMIT $3`, []any{stream, int64(opts.From), limit}
+	}
+	return p.query(ctx, p.pool, sql, args...)
+}
+
+// ReadAll implements Store: commit-order safe, see the type's doc.
+func (p *Postgres) ReadAll(ctx context.Context, after Position, max int) ([]RecordedEvent, error) {
+	if max <= 0 {
+		max = p.opts.BatchSize
+	}
+	return p.query(ctx, p.pool, selectEvent+`
+		WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)
+		  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+		ORDER BY tx_id, position
+		LIMIT $3`, fmt.Sprint(after.Commit), int64(after.Prepare), max)
+}
+
+// Head implements Store.
+func (p *Postgres) Head(ctx context.Context) (Position, error) {
+	var commit, prepare int64
+	err := p.pool.QueryRow(ctx, `
+		SELECT tx_id::text::bigint, position FROM events
+		WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
+		ORDER BY tx_id DESC, position DESC LIMIT 1`).Scan(&commit, &prepare)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Start, nil
+	}
+	if err != nil {
+		return Start, fmt.Errorf("head of the log: %w", err)
+	}
+	return Position{Commit: uint64(commit), Prepare: uint64(prepare)}, nil
+}
+
+func (p *Postgres) query(ctx context.Context, q querier, sql string, args ...any) ([]RecordedEvent, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	defer rows.Close()
+	var out []RecordedEvent
+	for rows.Next() {
+		var e RecordedEvent
+		var rev, pos, tx int64
+		var meta []byte
+		if err := rows.Scan(&e.ID, &e.StreamID, &rev, &pos, &tx, &e.Type, &e.Data, &meta); err != nil {
+			return nil, fmt.Errorf("read events: %w", err)
+		}
+		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
+			return nil, fmt.Errorf("read events: metadata of %s: %w", e.ID, err)
+		}
+		e.Revision, e.Position = uint64(rev), Position{Commit: uint64(tx), Prepare: uint64(pos)}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return out, nil
+}
+
+// committed wakes local subscribers and asks the notifier for one NOTIFY.
+func (p *Postgres) committed() {
+	p.wake.signal()
+	select {
+	case p.notify <- struct{}{}:
+	default: // a NOTIFY is already due; it covers this append too
+	}
+}
+
+// notifier sends the coalesced NOTIFY on its own connection.
+func (p *Postgres) notifier(ctx context.Context) {
+	defer p.done.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.notify:
+		}
+		if _, err := p.pool.Exec(ctx, `SELECT pg_notify($1, '')`, notifyChannel); err != nil && ctx.Err() == nil {
+			p.opts.Logger.Warn("event log notify failed; subscribers fall back to polling", "error", err)
+		}
+	}
+}
+
+// listener holds a LISTEN connection and wakes local subscribers on every
+// notification, reconnecting with a backoff. Subscribers also poll, so a lost
+// notification costs latency, never an event.
+func (p *Postgres) listener(ctx context.Context) {
+	defer p.done.Done()
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := p.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		p.opts.Logger.Warn("event log listener lost its connection", "error", err, "retry_in", backoff.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (p *Postgres) listenOnce(ctx context.Context) error {
+	conn, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The connection leaves the pool: LISTEN state must not leak to others.
+	raw := conn.Hijack()
+	defer raw.Close(context.Background())
+	if _, err := raw.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+		return err
+	}
+	p.wake.signal() // anything appended while we were not listening
+	for {
+		if _, err := raw.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		p.wake.signal()
+	}
+}
+
+// SubscribeAll implements Store.
+func (p *Postgres) SubscribeAll(ctx context.Context, after Position) (Subscription, error) {
+	return &pgSubscription{store: p, after: after, closed: make(chan struct{})}, nil
+}
+
+type pgSubscription struct {
+	store     *Postgres
+	after     Position
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+// Next reads what is ready after the last delivered position. When nothing
+// is, it waits for a wake-up or the poll interval. A wake-up with nothing
+// readable means a committed event is held back behind an older transaction
+// still in flight (possibly not an append at all), so it re-reads with a
+// short, growing backoff until that transaction ends.
+func (s *pgSubscription) Next(ctx context.Context) ([]RecordedEvent, error) {
+	pending := false
+	backoff := time.Millisecond
+	for {
+		select {
+		case <-s.closed:
+			return nil, ErrClosed
+		default:
+		}
+		woken := s.store.wake.wait() // taken before reading: no lost wake-up
+		evs, err := s.store.ReadAll(ctx, s.after, s.store.opts.BatchSize)
+		if err != nil {
+			return nil, err
+		}
+		if len(evs) > 0 {
+			s.after = evs[len(evs)-1].Position
+			return evs, nil
+		}
+		wait := s.store.opts.PollInterval
+		if pending {
+			wait = backoff
+			backoff *= 2
+			if backoff > 100*time.Millisecond {
+				pending = false
+			}
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		case <-s.closed:
+			timer.Stop()
+			return nil, ErrClosed
+		case <-woken:
+			timer.Stop()
+			pending, backoff = true, time.Millisecond
+		case <-timer.C:
+		}
+	}
+}
+
+func (s *pgSubscription) Close() error {
+	s.closeOnce.Do(func() { close(s.closed) })
+	return nil
+}
+
+// broadcast wakes every waiter at once: wait returns a channel that signal
+// closes.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newBroadcast() *broadcast { return &broadcast{ch: make(chan struct{})} }
+
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ch
+}
+
+func (b *broadcast) signal() {
+	b.mu.Lock()
+	close(b.ch)
+	b.ch = make(chan struct{})
+	b.mu.Unlock()
+}
+
+// Pool is the pool the log writes through.
+func (p *Postgres) Pool() *pgxpool.Pool { return p.pool }
+
+// ConnString is the connection string of the log's database.
+func (p *Postgres) ConnString() string { return p.pool.Config().ConnString() }
