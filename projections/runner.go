@@ -1,0 +1,328 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/components/metrics"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/consentledger/ledger/eventstore"
+)
+
+// Runner feeds every projection from the event log. Each projection is a
+// Watermill handler whose topic is its name; the log subscriber turns the
+// log into one message per batch and waits for the handler's ack before it
+// reads on, so batches are applied in order, one transaction each.
+type Runner struct {
+	pool        *pgxpool.Pool
+	store       eventstore.Store
+	projections []Projection
+	logger      *slog.Logger
+	registry    prometheus.Registerer
+
+	// RetryBackoff bounds the wait between retries of a failing batch.
+	RetryBackoff time.Duration
+
+	mu       sync.Mutex
+	state    map[string]*liveState
+	progress *signal
+}
+
+type liveState struct {
+	pos     eventstore.Position
+	failing error
+	seek    *eventstore.Position // set by the handler when a rebuild moved the checkpoint back
+}
+
+// NewRunner makes a runner; Run starts it. registry may be nil.
+func NewRunner(pool *pgxpool.Pool, store eventstore.Store, logger *slog.Logger, registry prometheus.Registerer, ps ...Projection) *Runner {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	r := &Runner{
+		pool: pool, store: store, projections: ps, logger: logger, registry: registry,
+		RetryBackoff: 30 * time.Second, state: map[string]*liveState{}, progress: newSignal(),
+	}
+	for _, p := range ps {
+		r.state[p.Name()] = &liveState{}
+	}
+	return r
+}
+
+// Projections lists what the runner feeds.
+func (r *Runner) Projections() []Projection { return r.projections }
+
+// Run feeds the projections until ctx ends.
+func (r *Runner) Run(ctx context.Context) error {
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, watermill.NewSlogLogger(r.logger))
+	if err != nil {
+		return err
+	}
+	// A panic in a projection becomes an error: the batch is retried, and
+	// the projection shows as failing, like any other error.
+	router.AddMiddleware(middleware.Recoverer)
+	if r.registry != nil {
+		metrics.NewPrometheusMetricsBuilder(r.registry, "ledger", "projections").AddPrometheusRouterMetrics(router)
+	}
+	sub := &logSubscriber{runner: r}
+	for _, p := range r.projections {
+		router.AddConsumerHandler(p.Name(), p.Name(), sub, r.handler(p))
+	}
+	return router.Run(ctx)
+}
+
+// batch is the payload of one message: the position the subscriber read
+// after, and the events it read.
+type batch struct {
+	From   eventstore.Position        `json:"from"`
+	Events []eventstore.RecordedEvent `json:"events"`
+}
+
+func (r *Runner) handler(p Projection) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		var b batch
+		if err := json.Unmarshal(msg.Payload, &b); err != nil {
+			return fmt.Errorf("projection %s: decode batch: %w", p.Name(), err)
+		}
+		ctx := msg.Context()
+		var cp eventstore.Position
+		var gap bool
+		err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) (err error) {
+			cp, gap, err = applyBatch(ctx, tx, p, b.From, b.Events)
+			return err
+		})
+		if err != nil {
+			r.fail(ctx, p.Name(), err)
+			return err
+		}
+		r.mu.Lock()
+		st := r.state[p.Name()]
+		st.pos, st.failing = cp, nil
+		if gap {
+			st.seek = &cp
+		}
+		r.mu.Unlock()
+		r.progress.signal()
+		return nil
+	}
+}
+
+// fail records why a projection stopped, in its status row (outside the
+// rolled-back batch) and in memory, and logs it.
+func (r *Runner) fail(ctx context.Context, name string, err error) {
+	r.mu.Lock()
+	r.state[name].failing = err
+	r.mu.Unlock()
+	r.progress.signal()
+
+	var ae *ApplyError
+	var id *uuid.UUID
+	var typ *string
+	var pos *int64
+	if errors.As(err, &ae) {
+		id, typ = &ae.Event.ID, &ae.Event.Type
+		p := int64(ae.Event.Position.Prepare)
+		pos = &p
+		r.logger.Error("projection stopped on an event", "projection", name, "event_id", ae.Event.ID, "event_type", ae.Event.Type, "position", ae.Event.Position.String(), "error", ae.Err)
+	} else {
+		r.logger.Error("projection batch failed", "projection", name, "error", err)
+	}
+	_, dbErr := r.pool.Exec(context.WithoutCancel(ctx), `
+		UPDATE projection_checkpoints SET error = $2, error_event_id = $3, error_event_type = $4, error_position = $5,
+			error_at = now(), updated_at = now()
+		WHERE name = $1`, name, err.Error(), id, typ, pos)
+	if dbErr != nil {
+		r.logger.Error("recording a projection failure failed", "projection", name, "error", dbErr)
+	}
+}
+
+// WaitFor blocks until every projection of this runner has applied the log
+// up to pos, or is stopped on a failing event (waiting for it would hang).
+// Commands call it so that the caller's next query sees its own write.
+func (r *Runner) WaitFor(ctx context.Context, pos eventstore.Position) error {
+	for {
+		woken := r.progress.wait()
+		if r.reached(pos) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-woken:
+		}
+	}
+}
+
+func (r *Runner) reached(pos eventstore.Position) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, st := range r.state {
+		if st.failing == nil && st.pos.Less(pos) {
+			return false
+		}
+	}
+	return true
+}
+
+// takeSeek returns where the subscription of a projection must restart, if
+// a rebuild moved its checkpoint.
+func (r *Runner) takeSeek(name string) *eventstore.Position {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.state[name]
+	seek := st.seek
+	st.seek = nil
+	return seek
+}
+
+func (r *Runner) started(name string, pos eventstore.Position) {
+	r.mu.Lock()
+	r.state[name].pos = pos
+	r.mu.Unlock()
+	r.progress.signal()
+}
+
+// logSubscriber is the Watermill subscriber over the event log. Subscribe
+// starts, for one projection (the topic), a loop that reads the log after
+// the projection's checkpoint and emits one message per batch.
+type logSubscriber struct {
+	runner *Runner
+	wg     sync.WaitGroup
+}
+
+var _ message.Subscriber = (*logSubscriber)(nil)
+
+func (s *logSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	var from eventstore.Position
+	err := pgx.BeginFunc(ctx, s.runner.pool, func(tx pgx.Tx) error {
+		c, err := readCheckpoint(ctx, tx, topic)
+		from = c.pos
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.runner.started(topic, from)
+	out := make(chan *message.Message)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(out)
+		s.feed(ctx, topic, from, out)
+	}()
+	return out, nil
+}
+
+func (s *logSubscriber) feed(ctx context.Context, topic string, from eventstore.Position, out chan<- *message.Message) {
+	r := s.runner
+	for ctx.Err() == nil {
+		sub, err := r.store.SubscribeAll(ctx, from)
+		if err != nil {
+			r.logger.Error("projection subscription failed", "projection", topic, "error", err)
+			if !sleep(ctx, time.Second) {
+				return
+			}
+			continue
+		}
+		from = s.deliver(ctx, topic, sub, from, out)
+		_ = sub.Close()
+	}
+}
+
+// deliver sends batches until ctx ends, the subscription fails, or a
+// rebuild asks to re-read from an earlier checkpoint; it returns the
+// position to subscribe after next.
+func (s *logSubscriber) deliver(ctx context.Context, topic string, sub eventstore.Subscription, from eventstore.Position, out chan<- *message.Message) eventstore.Position {
+	r := s.runner
+	for {
+		evs, err := sub.Next(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.logger.Warn("projection subscription interrupted; resubscribing", "projection", topic, "error", err)
+				sleep(ctx, 100*time.Millisecond)
+			}
+			return from
+		}
+		payload, err := json.Marshal(batch{From: from, Events: evs})
+		if err != nil {
+			r.logger.Error("encoding a batch failed", "projection", topic, "error", err)
+			return from
+		}
+		backoff := 100 * time.Millisecond
+		for {
+			msg := message.NewMessage(watermill.NewUUID(), payload)
+			msg.SetContext(ctx)
+			select {
+			case out <- msg:
+			case <-ctx.Done():
+				return from
+			}
+			select {
+			case <-msg.Acked():
+			case <-msg.Nacked():
+				// The batch failed and was rolled back: retry it, never skip it.
+				if !sleep(ctx, backoff) {
+					return from
+				}
+				backoff = min(backoff*2, r.RetryBackoff)
+				continue
+			case <-ctx.Done():
+				return from
+			}
+			break
+		}
+		if seek := r.takeSeek(topic); seek != nil {
+			return *seek
+		}
+		from = evs[len(evs)-1].Position
+	}
+}
+
+func (s *logSubscriber) Close() error {
+	s.wg.Wait()
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// signal wakes every waiter at once.
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newSignal() *signal { return &signal{ch: make(chan struct{})} }
+
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ch
+}
+
+func (s *signal) signal() {
+	s.mu.Lock()
+	close(s.ch)
+	s.ch = make(chan struct{})
+	s.mu.Unlock()
+}
