@@ -32,6 +32,7 @@ var (
 	ErrInvalidActivation = domain.New(domain.KindInvalid, "invalid_activation_token", "the activation token is not valid")
 	ErrActivationExpired = domain.New(domain.KindInvalid, "activation_token_expired", "the activation token has expired")
 	ErrAlreadyActivated  = domain.New(domain.KindConflict, "account_already_activated", "the account is already activated")
+	ErrConcurrentSignIn  = domain.New(domain.KindConflict, "concurrent_sign_in", "another sign-in of this account happened at the same moment; try again")
 	ErrInvalidSession    = domain.New(domain.KindUnauthenticated, "invalid_session", "the session token is missing, unknown, expired or closed")
 )
 
@@ -154,13 +155,18 @@ func (a *Account) Activate(secretHash string, now time.Time) (*Activated, error)
 // CheckNotLocked refuses sign-in while a lockout runs.
 func (a *Account) CheckNotLocked(now time.Time) error {
 	if now.Before(a.lockedUntil) {
-		return &domain.Error{
-			Kind: domain.KindTooManyAttempts, Code: "too_many_sign_in_attempts",
-			Message:    "too many wrong passwords: sign-in is locked for a while",
-			RetryAfter: a.lockedUntil.Sub(now),
-		}
+		return a.LockedError(now, a.lockedUntil)
 	}
 	return nil
+}
+
+// LockedError is the answer while sign-in is locked until `until`.
+func (a *Account) LockedError(now, until time.Time) error {
+	return &domain.Error{
+		Kind: domain.KindTooManyAttempts, Code: "too_many_sign_in_attempts",
+		Message:    "too many wrong passwords: sign-in is locked for a while",
+		RetryAfter: until.Sub(now),
+	}
 }
 
 // FailSignIn records a wrong password, locking sign-in when it is one too many.
@@ -201,6 +207,14 @@ func (s *Session) Authenticate(tokenHash string, now time.Time) error {
 		return ErrInvalidSession
 	}
 	return nil
+}
+
+// Close decides a logout; nil when the session is already closed.
+func (s *Session) Close(reason string) *SessionClosed {
+	if s.id == uuid.Nil || s.closed {
+		return nil
+	}
+	return &SessionClosed{SessionID: s.id, AccountID: s.accountID, Reason: reason}
 }
 
 func (s *Session) ID() uuid.UUID        { return s.id }
