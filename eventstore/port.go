@@ -21,8 +21,10 @@ import (
 type Store interface {
 	// Append writes events at the end of stream if the stream's current
 	// revision satisfies expected. Retrying an append whose events (by id)
-	// already stand at that place succeeds and writes nothing; the same ids
-	// anywhere else fail with ErrWrongExpectedRevision or ErrDuplicateEvent.
+	// already stand at that place succeeds and writes nothing. The
+	// PostgreSQL log also refuses ids that stand anywhere else
+	// (ErrDuplicateEvent); EventStoreDB checks ids only at the expected
+	// place, so commands derive retry-stable ids from the expected revision.
 	Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error)
 
 	// ReadStream reads up to max events of one stream from revision from
