@@ -78,6 +78,13 @@ func WithMeta(ctx context.Context, m Meta) context.Context {
 	return context.WithValue(ctx, metaKey{}, m)
 }
 
+// WithActor names who asks, keeping the rest of the command context.
+func WithActor(ctx context.Context, actor string) context.Context {
+	m, _ := ctx.Value(metaKey{}).(Meta)
+	m.Actor = actor
+	return WithMeta(ctx, m)
+}
+
 func metaFrom(ctx context.Context) Meta {
 	m, _ := ctx.Value(metaKey{}).(Meta)
 	if m.Actor == "" {

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/consentledger/ledger/api"
+	"github.com/consentledger/ledger/commands"
+	"github.com/consentledger/ledger/migrations"
+	"github.com/consentledger/ledger/projections"
+)
+
+func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) error {
+	pool, store, err := open(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	defer store.Close()
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	runner := projections.NewRunner(pool, store, logger, registry, allProjections()...)
+
+	var outboxes commands.Outboxes
+	var devOutbox *commands.MemoryOutbox
+	if cfg.Dev {
+		devOutbox = commands.NewMemoryOutbox(1000)
+		outboxes = append(outboxes, devOutbox)
+	}
+	if cfg.OutboxWebhookURL != "" {
+		hook := &commands.WebhookOutbox{URL: cfg.OutboxWebhookURL, Secret: []byte(cfg.OutboxWebhookToken), Logger: logger}
+		hook.Start(ctx)
+		defer hook.Close()
+		outboxes = append(outboxes, hook)
+	}
+
+	server := api.New(api.Config{Addr: cfg.HTTPAddr, Dev: cfg.Dev, AdminToken: cfg.AdminToken}, api.Deps{
+		Pool: pool, Logger: logger, Registry: registry,
+		Ready: []api.ReadyCheck{
+			{Name: "database", Check: pool.Ping},
+			{Name: "eventstore", Check: store.Ping},
+			{Name: "migrations", Check: func(ctx context.Context) error {
+				v, err := migrations.Current(ctx, pool)
+				if err == nil && v < migrations.Latest() {
+					err = fmt.Errorf("schema at version %d, this build needs %d", v, migrations.Latest())
+				}
+				return err
+			}},
+		},
+	})
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		publicURL = localURL(cfg.HTTPAddr)
+	}
+	handler := commands.New(commands.Deps{
+		Store: store, Outbox: outboxes, Consistency: runner, Logger: logger, PublicURL: publicURL,
+	})
+	api.Mount(server, api.App{
+		Commands: handler, Pool: pool, Store: store, Runner: runner, DevOutbox: devOutbox,
+	})
+
+	fmt.Fprintf(out, "Consent Ledger serving on %s\n", publicURL)
+	if cfg.AdminTokenRandom {
+		fmt.Fprintf(out, "dev admin token (generated, set LEDGER_ADMIN_TOKEN to choose one): %s\n", cfg.AdminToken)
+	}
+	if cfg.EventStoreURL != "" {
+		fmt.Fprintln(out, "event log: EventStoreDB")
+	} else {
+		fmt.Fprintln(out, "event log: PostgreSQL (embedded)")
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	wg.Add(3)
+	go func() { defer wg.Done(); errs <- runner.Run(ctx) }()
+	go func() { defer wg.Done(); errs <- server.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		errs <- purgeIdempotencyKeys(ctx, server, logger)
+	}()
+	// The first of the three to end ends the others: a server without its
+	// projections would answer from stale read models forever.
+	first := <-errs
+	cancel()
+	wg.Wait()
+	if first != nil && !errors.Is(first, context.Canceled) {
+		return first
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func purgeIdempotencyKeys(ctx context.Context, server *api.Server, logger *slog.Logger) error {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n, err := server.PurgeIdempotencyKeys(ctx, 24*time.Hour); err != nil {
+				logger.Warn("purging idempotency keys failed", "error", err)
+			} else if n > 0 {
+				logger.Info("purged idempotency keys", "count", n)
+			}
+		}
+	}
+}
+
+// localURL turns a listen address into the URL a person on this machine
+// would open.
+func localURL(addr string) string {
+	host, port, ok := strings.Cut(addr, ":")
+	if !ok {
+		return "http://" + addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return "http://" + host + ":" + port
+}
