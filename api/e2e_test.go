@@ -33,7 +33,6 @@ type ledger struct {
 // storeFactory opens the event log of a test; the PostgreSQL log by default.
 type storeFactory func(t *testing.T, dbURL string) eventstore.Store
 
-
 func newLedger(t *testing.T, open storeFactory) *ledger {
 	t.Helper()
 	pool := dbtest.Pool(t)
