@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,7 +45,25 @@ func freeAddr(t *testing.T) string {
 type process struct {
 	cmd    *exec.Cmd
 	url    string
-	stdout *bytes.Buffer
+	stdout *lockedBuffer
+}
+
+// lockedBuffer collects a child's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func startServe(t *testing.T, bin, dbURL, addr string) *process {
@@ -52,7 +71,7 @@ func startServe(t *testing.T, bin, dbURL, addr string) *process {
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "LEDGER_DATABASE_URL="+dbURL, "LEDGER_HTTP_ADDR="+addr, "LEDGER_DEV=true",
 		"LEDGER_ADMIN_TOKEN=", "LEDGER_EVENTSTORE_URL=")
-	p := &process{cmd: cmd, url: "http://" + addr, stdout: &bytes.Buffer{}}
+	p := &process{cmd: cmd, url: "http://" + addr, stdout: &lockedBuffer{}}
 	cmd.Stdout = p.stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
