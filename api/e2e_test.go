@@ -48,7 +48,7 @@ func newLedger(t *testing.T, open storeFactory) *ledger {
 		t.Cleanup(func() { _ = pg.Close() })
 		store = pg
 	}
-	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{})
+	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{}, projections.Enrollment{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()
@@ -207,8 +207,12 @@ func TestBadInputIsRefusedAndAppendsNothing(t *testing.T) {
 	}
 }
 
-func TestTwentyFourSignUpsOneEmail(t *testing.T) {
-	l := newLedger(t, nil)
+func TestTwentyFourSignUpsOneEmail(t *testing.T) { twentyFourSignUpsOneEmail(t, nil) }
+
+// twentyFourSignUpsOneEmail races 24 sign-ups for one address: exactly one
+// wins, the others are told the address is taken.
+func twentyFourSignUpsOneEmail(t *testing.T, open storeFactory) {
+	l := newLedger(t, open)
 	body := js(map[string]string{"email": "race@example.com", "password": pw})
 	statuses := make([]int, 24)
 	var wg sync.WaitGroup

@@ -52,6 +52,8 @@ func Mount(s *Server, app App) {
 	admin.GET("/projections", h.listProjections)
 	admin.POST("/projections/:name/rebuild", h.rebuildProjection)
 
+	h.mountSDK()
+
 	if s.Config().Dev && app.DevOutbox != nil {
 		e.GET("/v1/dev/outbox", h.devOutbox)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/consentledger/ledger/domain"
 	"github.com/consentledger/ledger/domain/account"
+	"github.com/consentledger/ledger/domain/enrollment"
 	"github.com/consentledger/ledger/eventstore"
 )
 
@@ -33,6 +34,8 @@ type Deps struct {
 	Consistency    Consistency // optional
 	Logger         *slog.Logger
 	PasswordParams account.PasswordParams
+	// Enrollment is the policy of SMS codes, PINs and devices.
+	Enrollment enrollment.Policy
 	// PublicURL prefixes links sent to users (activation).
 	PublicURL string
 	// ConsistencyTimeout bounds the wait for read models (default 3s).
@@ -52,6 +55,9 @@ func New(d Deps) *Handler {
 	}
 	if d.PasswordParams == (account.PasswordParams{}) {
 		d.PasswordParams = account.DefaultPasswordParams
+	}
+	if d.Enrollment == (enrollment.Policy{}) {
+		d.Enrollment = enrollment.DefaultPolicy
 	}
 	if d.ConsistencyTimeout <= 0 {
 		d.ConsistencyTimeout = 3 * time.Second

@@ -30,6 +30,9 @@ type Error struct {
 	Message string
 	// RetryAfter, when set, tells the caller when trying again can succeed.
 	RetryAfter time.Duration
+	// AttemptsLeft, when set, is how many more wrong secrets are allowed
+	// before a block.
+	AttemptsLeft *int
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }

@@ -18,6 +18,7 @@ import (
 func allProjections() []projections.Projection {
 	return []projections.Projection{
 		projections.Accounts{},
+		projections.Enrollment{},
 	}
 }
 
@@ -94,4 +95,4 @@ func migrate(ctx context.Context, cfg config, out io.Writer) error {
 // streamPrefixes are the streams the ledger writes. The EventStoreDB
 // subscription filters on them server-side, so a log shared with other
 // applications only sends the ledger's events.
-var streamPrefixes = []string{"account-", "email-", "session-"}
+var streamPrefixes = []string{"account-", "email-", "session-", "enrollment-"}

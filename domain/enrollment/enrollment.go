@@ -1,0 +1,459 @@
+package enrollment
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/consentledger/ledger/domain"
+	"github.com/consentledger/ledger/domain/account"
+)
+
+// Purpose of an SMS code: a closed set.
+type Purpose struct{ s string }
+
+var (
+	PurposeCertification = Purpose{"phoneNumberCertification"} // proves a phone number (add, modify, shortcut)
+	PurposeEnrollment    = Purpose{"enrollment"}               // proves the trusted phone (enroll, reset PIN)
+)
+
+// PurposeFromString parses the SDK's `type` of pims.authentication.smscode get.
+func PurposeFromString(s string) (Purpose, error) {
+	for _, p := range []Purpose{PurposeCertification, PurposeEnrollment} {
+		if p.s == s {
+			return p, nil
+		}
+	}
+	return Purpose{}, domain.Invalidf("invalid_parameter", "type must be phoneNumberCertification or enrollment")
+}
+
+func (p Purpose) String() string { return p.s }
+func (p Purpose) IsZero() bool   { return p.s == "" }
+
+// BlockState is the answer of isAccountBlocked: a closed set.
+type BlockState struct{ s string }
+
+var (
+	NotBlocked     = BlockState{"NotBlocked"}
+	AccountBlocked = BlockState{"AccountBlocked"} // too many devices
+	PINBlocked     = BlockState{"PINBlocked"}     // too many wrong PINs
+)
+
+func BlockStateFromString(s string) (BlockState, error) {
+	for _, b := range []BlockState{NotBlocked, AccountBlocked, PINBlocked} {
+		if b.s == s {
+			return b, nil
+		}
+	}
+	return BlockState{}, fmt.Errorf("unknown block state %q", s)
+}
+
+func (b BlockState) String() string { return b.s }
+func (b BlockState) IsZero() bool   { return b.s == "" }
+
+// Policy holds the security rules; every value can be configured.
+type Policy struct {
+	CodeTTL              time.Duration // an SMS code's life (5 min)
+	CodeMaxFailures      int           // wrong tries that burn a code (5)
+	CodesPerWindow       int           // codes per phone and purpose within CodeWindow (5)
+	CodeWindow           time.Duration // (1 h)
+	PinMaxFailures       int           // wrong PINs in a row that block the account (3)
+	EnrollmentCodeWindow time.Duration // how long a verified enrollment code allows enroll (10 min)
+	MaxDevices           int           // enrolled devices per account (5)
+	SecretParams         account.PasswordParams
+}
+
+// DefaultPolicy is the policy of the seed's SDK.
+var DefaultPolicy = Policy{
+	CodeTTL: 5 * time.Minute, CodeMaxFailures: 5, CodesPerWindow: 5, CodeWindow: time.Hour,
+	PinMaxFailures: 3, EnrollmentCodeWindow: 10 * time.Minute, MaxDevices: 5,
+	SecretParams: account.DefaultPasswordParams,
+}
+
+// Errors. Codes are mapped to the SDK's numeric codes in api/.
+var (
+	ErrBlocked           = domain.New(domain.KindTooManyAttempts, "account_blocked", "the account is blocked: remove all enrollments to start again")
+	ErrInvalidPin        = domain.Invalidf("invalid_pin", "a PIN is 4 to 8 digits")
+	ErrInvalidPhone      = domain.Invalidf("invalid_phone_number", "a phone number is 6 to 15 digits, optionally after a +")
+	ErrPhoneRegistered   = domain.New(domain.KindConflict, "phone_already_registered", "the account already has a trusted phone number")
+	ErrNoPhone           = domain.New(domain.KindConflict, "no_phone_number", "the account has no trusted phone number")
+	ErrPhoneMismatch     = domain.Invalidf("phone_mismatch", "the phone number is not the account's trusted phone number")
+	ErrEnrollmentNeeded  = domain.New(domain.KindForbidden, "enrollment_required", "this device must be enrolled first")
+	ErrEnrollmentSmsLack = domain.New(domain.KindForbidden, "enrollment_sms_missing", "verify an enrollment SMS code on this device first (valid 10 minutes)")
+	ErrCodeMissing       = domain.New(domain.KindConflict, "sms_code_missing", "no SMS code of this kind was requested on this device")
+	ErrCodeExpired       = domain.Invalidf("sms_code_expired", "the SMS code has expired: request a new one")
+	ErrCodeBurnt         = domain.Invalidf("sms_code_burnt", "too many wrong tries: request a new SMS code")
+)
+
+func wrongSecret(code, what string, left int) error {
+	return &domain.Error{Kind: domain.KindInvalid, Code: code, Message: fmt.Sprintf("wrong %s: %d attempts left", what, left), AttemptsLeft: &left}
+}
+
+func blocked(state BlockState) error {
+	e := *ErrBlocked
+	e.Message = fmt.Sprintf("the account is blocked (%s): remove all enrollments to start again", state)
+	return &e
+}
+
+// NormalizePhone strips spaces, dots and dashes and checks what is left.
+func NormalizePhone(raw string) (string, error) {
+	s := strings.NewReplacer(" ", "", ".", "", "-", "", "(", "", ")", "").Replace(strings.TrimSpace(raw))
+	digits := strings.TrimPrefix(s, "+")
+	if len(digits) < 6 || len(digits) > 15 {
+		return "", ErrInvalidPhone
+	}
+	for _, r := range digits {
+		if r < '0' || r > '9' {
+			return "", ErrInvalidPhone
+		}
+	}
+	return s, nil
+}
+
+// CheckPin checks a PIN's form: 4 to 8 digits.
+func CheckPin(pin string) error {
+	if len(pin) < 4 || len(pin) > 8 {
+		return ErrInvalidPin
+	}
+	for _, r := range pin {
+		if r < '0' || r > '9' {
+			return ErrInvalidPin
+		}
+	}
+	return nil
+}
+
+type smsCode struct {
+	id        uuid.UUID
+	purpose   string
+	phone     string
+	device    string
+	hash      string
+	sentAt    time.Time
+	expiresAt time.Time
+	failures  int
+	spent     bool // used or burnt
+}
+
+// Enrollment is the state folded from an enrollment stream.
+type Enrollment struct {
+	phone       string
+	pinHash     string
+	pinFailures int
+	block       BlockState
+	devices     map[string]time.Time
+	codes       []*smsCode
+	verified    map[string]time.Time // device → when it verified an enrollment code
+}
+
+// New returns the state of an account that never enrolled.
+func New() *Enrollment {
+	return &Enrollment{block: NotBlocked, devices: map[string]time.Time{}, verified: map[string]time.Time{}}
+}
+
+// Apply folds one event that happened at `at`.
+func (e *Enrollment) Apply(event any, at time.Time) {
+	switch ev := event.(type) {
+	case *SmsCodeSent:
+		e.codes = append(e.codes, &smsCode{id: ev.CodeID, purpose: ev.Purpose, phone: ev.Phone, device: ev.DeviceID,
+			hash: ev.CodeHash, sentAt: at, expiresAt: ev.ExpiresAt})
+	case *SmsCodeFailed:
+		if c := e.code(ev.CodeID); c != nil {
+			c.failures, c.spent = ev.Failures, ev.Burnt
+		}
+	case *SmsCodeUsed:
+		if c := e.code(ev.CodeID); c != nil {
+			c.spent = true
+		}
+	case *PhoneRegistered:
+		e.phone = ev.Phone
+	case *PhoneModified:
+		e.phone = ev.Phone
+	case *EnrollmentCodeVerified:
+		e.verified[ev.DeviceID] = at
+	case *PinSet:
+		e.pinHash, e.pinFailures = ev.PinHash, 0
+	case *PinFailed:
+		e.pinFailures = ev.FailuresInRow
+	case *DeviceEnrolled:
+		e.devices[ev.DeviceID] = at
+	case *Blocked:
+		e.block, _ = BlockStateFromString(ev.State)
+	case *EnrollmentsRemoved:
+		e.pinHash, e.pinFailures, e.block = "", 0, NotBlocked
+		e.devices, e.verified = map[string]time.Time{}, map[string]time.Time{}
+	}
+}
+
+func (e *Enrollment) code(id uuid.UUID) *smsCode {
+	for _, c := range e.codes {
+		if c.id == id {
+			return c
+		}
+	}
+	return nil
+}
+
+// Phone is the trusted phone number ("" when none).
+func (e *Enrollment) Phone() string { return e.phone }
+
+// Block is the answer of isAccountBlocked.
+func (e *Enrollment) Block() BlockState { return e.block }
+
+// DeviceEnrolled reports whether a device is enrolled.
+func (e *Enrollment) DeviceEnrolled(device string) bool { _, ok := e.devices[device]; return ok }
+
+// HasPin reports whether the account has a PIN.
+func (e *Enrollment) HasPin() bool { return e.pinHash != "" }
+
+// Devices lists the enrolled devices, sorted.
+func (e *Enrollment) Devices() []string {
+	out := make([]string, 0, len(e.devices))
+	for d := range e.devices {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// RequestCode decides sending a code of a purpose to a phone for a device.
+// code is the clear code the caller generated; only its hash is recorded.
+func (e *Enrollment) RequestCode(p Policy, purpose Purpose, phone, device, code string, codeID uuid.UUID, now time.Time) ([]any, error) {
+	if purpose == PurposeEnrollment {
+		if e.phone == "" {
+			return nil, ErrNoPhone
+		}
+		if phone != "" && phone != e.phone {
+			return nil, ErrPhoneMismatch
+		}
+		phone = e.phone
+	} else if phone == "" {
+		return nil, domain.Invalidf("invalid_parameter", "phoneNumber is required")
+	}
+	sent, oldest := 0, now
+	for _, c := range e.codes {
+		if c.purpose == purpose.s && c.phone == phone && now.Sub(c.sentAt) < p.CodeWindow {
+			sent++
+			if c.sentAt.Before(oldest) {
+				oldest = c.sentAt
+			}
+		}
+	}
+	if sent >= p.CodesPerWindow {
+		return nil, &domain.Error{Kind: domain.KindTooManyAttempts, Code: "sms_rate_limited",
+			Message: "too many SMS codes for this phone: try again later", RetryAfter: oldest.Add(p.CodeWindow).Sub(now)}
+	}
+	return []any{&SmsCodeSent{CodeID: codeID, Purpose: purpose.s, Phone: phone, DeviceID: device,
+		CodeHash: account.HashPassword(code, p.SecretParams), ExpiresAt: now.Add(p.CodeTTL)}}, nil
+}
+
+// verifyCode checks a code against the latest code of that purpose (and
+// phone, when given) requested on this device. A wrong code is recorded (the
+// events are returned with the error) and burns the code after too many.
+func (e *Enrollment) verifyCode(p Policy, purpose Purpose, phone, device, code string, now time.Time) (*smsCode, []any, error) {
+	var c *smsCode
+	for i := len(e.codes) - 1; i >= 0; i-- {
+		cand := e.codes[i]
+		if cand.purpose == purpose.s && cand.device == device && (phone == "" || cand.phone == phone) {
+			c = cand
+			break
+		}
+	}
+	switch {
+	case c == nil:
+		return nil, nil, ErrCodeMissing
+	case c.spent && c.failures >= p.CodeMaxFailures:
+		return nil, nil, ErrCodeBurnt
+	case c.spent:
+		return nil, nil, ErrCodeMissing // used: single use
+	case !now.Before(c.expiresAt):
+		return nil, nil, ErrCodeExpired
+	}
+	if !account.VerifyPassword(code, c.hash) {
+		failed := &SmsCodeFailed{CodeID: c.id, Failures: c.failures + 1}
+		if failed.Failures >= p.CodeMaxFailures {
+			failed.Burnt = true
+			return nil, []any{failed}, ErrCodeBurnt
+		}
+		return nil, []any{failed}, wrongSecret("sms_code_wrong", "SMS code", p.CodeMaxFailures-failed.Failures)
+	}
+	return c, []any{&SmsCodeUsed{CodeID: c.id}}, nil
+}
+
+// AddPhone registers the trusted phone (full method, step 4·2).
+func (e *Enrollment) AddPhone(p Policy, phone, device, code string, now time.Time) ([]any, error) {
+	if e.phone != "" {
+		return nil, ErrPhoneRegistered
+	}
+	_, evs, err := e.verifyCode(p, PurposeCertification, phone, device, code, now)
+	if err != nil {
+		return evs, err
+	}
+	return append(evs, &PhoneRegistered{Phone: phone, Via: "addPhoneNumber"}), nil
+}
+
+// ModifyPhone replaces the trusted phone (D); an enrolled device asks.
+func (e *Enrollment) ModifyPhone(p Policy, phone, device, code string, now time.Time) ([]any, error) {
+	if e.phone == "" {
+		return nil, ErrNoPhone
+	}
+	if !e.DeviceEnrolled(device) {
+		return nil, ErrEnrollmentNeeded
+	}
+	_, evs, err := e.verifyCode(p, PurposeCertification, phone, device, code, now)
+	if err != nil {
+		return evs, err
+	}
+	return append(evs, &PhoneModified{Phone: phone}), nil
+}
+
+// VerifyEnrollmentCode is step 6: the device proves the trusted phone, and
+// learns whether the account already has a PIN (AlreadyEnrolled) or must
+// register one (NotEnrolled).
+func (e *Enrollment) VerifyEnrollmentCode(p Policy, device, code string, now time.Time) (evs []any, alreadyEnrolled bool, err error) {
+	if e.block != NotBlocked {
+		return nil, false, blocked(e.block)
+	}
+	if e.phone == "" {
+		return nil, false, ErrNoPhone
+	}
+	c, evs, err := e.verifyCode(p, PurposeEnrollment, "", device, code, now)
+	if err != nil {
+		return evs, false, err
+	}
+	return append(evs, &EnrollmentCodeVerified{CodeID: c.id, DeviceID: device}), e.HasPin(), nil
+}
+
+// EnrollWithPhone is the shortcut (step 4·1): phone, PIN and device at once.
+func (e *Enrollment) EnrollWithPhone(p Policy, phone, device, code, pin string, now time.Time) ([]any, error) {
+	if e.block != NotBlocked {
+		return nil, blocked(e.block)
+	}
+	if e.phone != "" {
+		return nil, ErrPhoneRegistered
+	}
+	if err := CheckPin(pin); err != nil {
+		return nil, err
+	}
+	_, evs, err := e.verifyCode(p, PurposeCertification, phone, device, code, now)
+	if err != nil {
+		return evs, err
+	}
+	evs = append(evs, &PhoneRegistered{Phone: phone, Via: "enrollWithPhoneNumber"},
+		&PinSet{PinHash: account.HashPassword(pin, p.SecretParams), Reason: "enroll", DeviceID: device})
+	return e.enrollDevice(p, evs, device)
+}
+
+// enrollDevice adds the device, or blocks the account when it would exceed
+// the device limit.
+func (e *Enrollment) enrollDevice(p Policy, evs []any, device string) ([]any, error) {
+	if e.DeviceEnrolled(device) {
+		return evs, nil
+	}
+	if len(e.devices) >= p.MaxDevices {
+		return append(evs, &Blocked{State: AccountBlocked.s, DeviceID: device}), blocked(AccountBlocked)
+	}
+	return append(evs, &DeviceEnrolled{DeviceID: device}), nil
+}
+
+// PinCheck is the verdict on a presented PIN, computed once (argon2id is
+// slow) and reused when a command retries after a concurrent append.
+type PinCheck struct {
+	Hash string // the PIN hash the verdict was taken against
+	OK   bool
+}
+
+// CheckPinAgainst verifies pin against the current PIN, reusing a previous
+// verdict taken against the same hash.
+func (e *Enrollment) CheckPinAgainst(pin string, prev *PinCheck) PinCheck {
+	if prev != nil && subtle.ConstantTimeCompare([]byte(prev.Hash), []byte(e.pinHash)) == 1 {
+		return *prev
+	}
+	return PinCheck{Hash: e.pinHash, OK: account.VerifyPassword(pin, e.pinHash)}
+}
+
+// wrongPin records a wrong PIN and blocks the account on the last allowed.
+func (e *Enrollment) wrongPin(p Policy, device string) ([]any, error) {
+	failed := &PinFailed{DeviceID: device, FailuresInRow: e.pinFailures + 1}
+	if failed.FailuresInRow >= p.PinMaxFailures {
+		return []any{failed, &Blocked{State: PINBlocked.s, DeviceID: device}}, blocked(PINBlocked)
+	}
+	return []any{failed}, wrongSecret("pin_wrong", "PIN", p.PinMaxFailures-failed.FailuresInRow)
+}
+
+// Enroll is steps 7 and 8: register a first PIN, or check the existing one,
+// and enroll the device. It needs an enrollment code verified on this device
+// within the policy's window.
+func (e *Enrollment) Enroll(p Policy, device, pin string, check PinCheck, now time.Time) ([]any, error) {
+	if e.block != NotBlocked {
+		return nil, blocked(e.block)
+	}
+	if err := CheckPin(pin); err != nil {
+		return nil, err
+	}
+	at, ok := e.verified[device]
+	if !ok || now.Sub(at) > p.EnrollmentCodeWindow {
+		return nil, ErrEnrollmentSmsLack
+	}
+	if !e.HasPin() {
+		return e.enrollDevice(p, []any{&PinSet{PinHash: account.HashPassword(pin, p.SecretParams), Reason: "enroll", DeviceID: device}}, device)
+	}
+	if !check.OK {
+		return e.wrongPin(p, device)
+	}
+	var evs []any
+	if e.pinFailures > 0 {
+		evs = append(evs, &PinFailed{DeviceID: device, FailuresInRow: 0})
+	}
+	return e.enrollDevice(p, evs, device)
+}
+
+// RemoveAll is A: every device de-enrolled, PIN and block cleared. It
+// changes nothing (and appends nothing) when there is nothing to remove.
+func (e *Enrollment) RemoveAll() []any {
+	if len(e.devices) == 0 && e.pinHash == "" && e.block == NotBlocked && len(e.verified) == 0 {
+		return nil
+	}
+	return []any{&EnrollmentsRemoved{Devices: e.Devices()}}
+}
+
+// ResetPin is B: a new PIN, proven by a fresh enrollment code, from an
+// enrolled device.
+func (e *Enrollment) ResetPin(p Policy, device, code, pin string, now time.Time) ([]any, error) {
+	if e.block != NotBlocked {
+		return nil, blocked(e.block)
+	}
+	if !e.DeviceEnrolled(device) {
+		return nil, ErrEnrollmentNeeded
+	}
+	if err := CheckPin(pin); err != nil {
+		return nil, err
+	}
+	_, evs, err := e.verifyCode(p, PurposeEnrollment, "", device, code, now)
+	if err != nil {
+		return evs, err
+	}
+	return append(evs, &PinSet{PinHash: account.HashPassword(pin, p.SecretParams), Reason: "reset", DeviceID: device}), nil
+}
+
+// UpdatePin is C: old and new PIN from an enrolled device; a wrong old PIN
+// counts as a wrong PIN.
+func (e *Enrollment) UpdatePin(p Policy, device, newPin string, oldCheck PinCheck) ([]any, error) {
+	if e.block != NotBlocked {
+		return nil, blocked(e.block)
+	}
+	if !e.DeviceEnrolled(device) {
+		return nil, ErrEnrollmentNeeded
+	}
+	if err := CheckPin(newPin); err != nil {
+		return nil, err
+	}
+	if !oldCheck.OK {
+		return e.wrongPin(p, device)
+	}
+	return []any{&PinSet{PinHash: account.HashPassword(newPin, p.SecretParams), Reason: "update", DeviceID: device}}, nil
+}
