@@ -15,6 +15,7 @@ import (
 
 	"github.com/consentledger/ledger/api"
 	"github.com/consentledger/ledger/commands"
+	"github.com/consentledger/ledger/domain/enrollment"
 	"github.com/consentledger/ledger/migrations"
 	"github.com/consentledger/ledger/projections"
 )
@@ -62,8 +63,11 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 	if publicURL == "" {
 		publicURL = localURL(cfg.HTTPAddr)
 	}
+	policy := enrollment.DefaultPolicy
+	policy.MaxDevices = cfg.MaxDevices
 	handler := commands.New(commands.Deps{
 		Store: store, Outbox: outboxes, Consistency: runner, Logger: logger, PublicURL: publicURL,
+		Enrollment: policy,
 	})
 	api.Mount(server, api.App{
 		Commands: handler, Pool: pool, Store: store, Runner: runner, DevOutbox: devOutbox,
