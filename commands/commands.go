@@ -166,21 +166,29 @@ func (h *Handler) settle(ctx context.Context, pos eventstore.Position) {
 	}
 }
 
+// fold reads a whole stream, decodes each event and hands it to apply with
+// its time; it returns the condition under which a decision taken on that
+// state may be appended.
+func (h *Handler) fold(ctx context.Context, stream string, decode func(string, []byte) (any, error), apply func(payload any, at time.Time)) (eventstore.ExpectedRevision, error) {
+	evs, err := eventstore.ReadWholeStream(ctx, h.Store, stream)
+	if err != nil {
+		return eventstore.Any, err
+	}
+	for _, e := range evs {
+		payload, err := decode(e.Type, e.Data)
+		if err != nil {
+			return eventstore.Any, fmt.Errorf("%s: %w", stream, err)
+		}
+		apply(payload, e.Metadata.OccurredAt)
+	}
+	return eventstore.ExpectRevisionOf(evs), nil
+}
+
 // loadAccount folds an account stream.
 func (h *Handler) loadAccount(ctx context.Context, id uuid.UUID) (*account.Account, eventstore.ExpectedRevision, error) {
-	evs, err := eventstore.ReadWholeStream(ctx, h.Store, account.Stream(id))
-	if err != nil {
-		return nil, eventstore.Any, err
-	}
 	a := &account.Account{}
-	for _, e := range evs {
-		payload, err := account.Decode(e.Type, e.Data)
-		if err != nil {
-			return nil, eventstore.Any, err
-		}
-		a.Apply(payload)
-	}
-	return a, eventstore.ExpectRevisionOf(evs), nil
+	expected, err := h.fold(ctx, account.Stream(id), account.Decode, func(p any, _ time.Time) { a.Apply(p) })
+	return a, expected, err
 }
 
 // lookupEmail returns the account an address is reserved for, the time of

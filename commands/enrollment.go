@@ -23,19 +23,9 @@ import (
 var errBusy = domain.New(domain.KindUnavailable, "busy", "too many concurrent changes to this account; try again")
 
 func (h *Handler) loadEnrollment(ctx context.Context, accountID uuid.UUID) (*enrollment.Enrollment, eventstore.ExpectedRevision, error) {
-	evs, err := eventstore.ReadWholeStream(ctx, h.Store, enrollment.Stream(accountID))
-	if err != nil {
-		return nil, eventstore.Any, err
-	}
 	e := enrollment.New()
-	for _, ev := range evs {
-		payload, err := enrollment.Decode(ev.Type, ev.Data)
-		if err != nil {
-			return nil, eventstore.Any, err
-		}
-		e.Apply(payload, ev.Metadata.OccurredAt)
-	}
-	return e, eventstore.ExpectRevisionOf(evs), nil
+	expected, err := h.fold(ctx, enrollment.Stream(accountID), enrollment.Decode, e.Apply)
+	return e, expected, err
 }
 
 // decideEnrollment folds the stream, runs decide and appends the events it

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -146,17 +147,7 @@ func (h *Handler) Authenticate(ctx context.Context, token string) (*account.Sess
 }
 
 func (h *Handler) loadSession(ctx context.Context, id uuid.UUID) (*account.Session, eventstore.ExpectedRevision, error) {
-	evs, err := eventstore.ReadWholeStream(ctx, h.Store, account.SessionStream(id))
-	if err != nil {
-		return nil, eventstore.Any, err
-	}
 	s := &account.Session{}
-	for _, e := range evs {
-		payload, err := account.Decode(e.Type, e.Data)
-		if err != nil {
-			return nil, eventstore.Any, err
-		}
-		s.Apply(payload)
-	}
-	return s, eventstore.ExpectRevisionOf(evs), nil
+	expected, err := h.fold(ctx, account.SessionStream(id), account.Decode, func(p any, _ time.Time) { s.Apply(p) })
+	return s, expected, err
 }

@@ -47,7 +47,7 @@ type PostgresOptions struct {
 type Postgres struct {
 	pool   *pgxpool.Pool
 	opts   PostgresOptions
-	wake   *broadcast
+	wake   *Broadcast
 	notify chan struct{}
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -68,7 +68,7 @@ func OpenPostgres(ctx context.Context, pool *pgxpool.Pool, opts PostgresOptions)
 		opts.Logger = slog.Default()
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	p := &Postgres{pool: pool, opts: opts, wake: newBroadcast(), notify: make(chan struct{}, 1), cancel: cancel}
+	p := &Postgres{pool: pool, opts: opts, wake: NewBroadcast(), notify: make(chan struct{}, 1), cancel: cancel}
 	p.done.Add(2)
 	go p.notifier(bg)
 	go p.listener(bg)
@@ -365,7 +365,7 @@ func (p *Postgres) query(ctx context.Context, q querier, sql string, args ...any
 
 // committed wakes local subscribers and asks the notifier for one NOTIFY.
 func (p *Postgres) committed() {
-	p.wake.signal()
+	p.wake.Signal()
 	select {
 	case p.notify <- struct{}{}:
 	default: // a NOTIFY is already due; it covers this append too
@@ -419,12 +419,12 @@ func (p *Postgres) listenOnce(ctx context.Context) error {
 	if _, err := raw.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
 		return err
 	}
-	p.wake.signal() // anything appended while we were not listening
+	p.wake.Signal() // anything appended while we were not listening
 	for {
 		if _, err := raw.WaitForNotification(ctx); err != nil {
 			return err
 		}
-		p.wake.signal()
+		p.wake.Signal()
 	}
 }
 
@@ -454,7 +454,7 @@ func (s *pgSubscription) Next(ctx context.Context) ([]RecordedEvent, error) {
 			return nil, ErrClosed
 		default:
 		}
-		woken := s.store.wake.wait() // taken before reading: no lost wake-up
+		woken := s.store.wake.Wait() // taken before reading: no lost wake-up
 		evs, err := s.store.ReadAll(ctx, s.after, s.store.opts.BatchSize)
 		if err != nil {
 			return nil, err
@@ -492,22 +492,23 @@ func (s *pgSubscription) Close() error {
 	return nil
 }
 
-// broadcast wakes every waiter at once: wait returns a channel that signal
-// closes.
-type broadcast struct {
+// Broadcast wakes every waiter at once: Wait returns a channel that the next
+// Signal closes. Take the channel before checking the condition waited for,
+// so that a Signal between the check and the wait is not lost.
+type Broadcast struct {
 	mu sync.Mutex
 	ch chan struct{}
 }
 
-func newBroadcast() *broadcast { return &broadcast{ch: make(chan struct{})} }
+func NewBroadcast() *Broadcast { return &Broadcast{ch: make(chan struct{})} }
 
-func (b *broadcast) wait() <-chan struct{} {
+func (b *Broadcast) Wait() <-chan struct{} {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.ch
 }
 
-func (b *broadcast) signal() {
+func (b *Broadcast) Signal() {
 	b.mu.Lock()
 	close(b.ch)
 	b.ch = make(chan struct{})

@@ -37,7 +37,7 @@ type Runner struct {
 
 	mu       sync.Mutex
 	state    map[string]*liveState
-	progress *signal
+	progress *eventstore.Broadcast
 }
 
 type liveState struct {
@@ -53,7 +53,7 @@ func NewRunner(pool *pgxpool.Pool, store eventstore.Store, logger *slog.Logger, 
 	}
 	r := &Runner{
 		pool: pool, store: store, projections: ps, logger: logger, registry: registry,
-		RetryBackoff: 30 * time.Second, state: map[string]*liveState{}, progress: newSignal(),
+		RetryBackoff: 30 * time.Second, state: map[string]*liveState{}, progress: eventstore.NewBroadcast(),
 	}
 	for _, p := range ps {
 		r.state[p.Name()] = &liveState{}
@@ -114,7 +114,7 @@ func (r *Runner) handler(p Projection) message.NoPublishHandlerFunc {
 			st.seek = &cp
 		}
 		r.mu.Unlock()
-		r.progress.signal()
+		r.progress.Signal()
 		return nil
 	}
 }
@@ -125,7 +125,7 @@ func (r *Runner) fail(ctx context.Context, name string, err error) {
 	r.mu.Lock()
 	r.state[name].failing = err
 	r.mu.Unlock()
-	r.progress.signal()
+	r.progress.Signal()
 
 	var ae *ApplyError
 	var id *uuid.UUID
@@ -153,7 +153,7 @@ func (r *Runner) fail(ctx context.Context, name string, err error) {
 // Commands call it so that the caller's next query sees its own write.
 func (r *Runner) WaitFor(ctx context.Context, pos eventstore.Position) error {
 	for {
-		woken := r.progress.wait()
+		woken := r.progress.Wait()
 		if r.reached(pos) {
 			return nil
 		}
@@ -191,7 +191,7 @@ func (r *Runner) started(name string, pos eventstore.Position) {
 	r.mu.Lock()
 	r.state[name].pos = pos
 	r.mu.Unlock()
-	r.progress.signal()
+	r.progress.Signal()
 }
 
 // logSubscriber is the Watermill subscriber over the event log. Subscribe
@@ -304,25 +304,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-// signal wakes every waiter at once.
-type signal struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
-
-func newSignal() *signal { return &signal{ch: make(chan struct{})} }
-
-func (s *signal) wait() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ch
-}
-
-func (s *signal) signal() {
-	s.mu.Lock()
-	close(s.ch)
-	s.ch = make(chan struct{})
-	s.mu.Unlock()
 }
