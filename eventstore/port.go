@@ -34,7 +34,10 @@ type Store interface {
 	// ReadAll reads up to max events of the whole log strictly after
 	// position, in log order. An event is returned only once every event that
 	// will ever sort before it is readable too, so a reader that checkpoints
-	// the last position it saw never skips an event.
+	// the last position it saw never skips an event. An event may therefore
+	// become readable a moment after its append returned: in the PostgreSQL
+	// log, once every transaction of the server that was already writing
+	// has ended.
 	ReadAll(ctx context.Context, after Position, max int) ([]RecordedEvent, error)
 
 	// SubscribeAll starts a catch-up subscription after position: it delivers

@@ -295,20 +295,39 @@ func readMissingStream(t *testing.T, cfg Config) {
 	}
 }
 
+// waitHead waits until the log's head reaches pos: readers see an append a
+// moment after it returns (see Store.ReadAll).
+func waitHead(t *testing.T, s eventstore.Store, pos eventstore.Position) eventstore.Position {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h, err := s.Head(ctxFor(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !h.Less(pos) || time.Now().After(deadline) {
+			return h
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func readAllPagesInOrder(t *testing.T, cfg Config) {
 	s := cfg.New(t)
 	ctx := ctxFor(t)
 	streams := []string{streamName(t), streamName(t), streamName(t)}
 	var want []uuid.UUID
+	var last eventstore.AppendResult
 	for round := 0; round < 7; round++ {
 		for _, st := range streams {
 			batch := events("a", 1+round%3)
-			mustAppend(t, s, st, eventstore.Any, batch...)
+			last = mustAppend(t, s, st, eventstore.Any, batch...)
 			for _, e := range batch {
 				want = append(want, e.ID)
 			}
 		}
 	}
+	waitHead(t, s, last.Position)
 	var got []uuid.UUID
 	after := eventstore.Start
 	lastRev := map[string]int64{}
@@ -505,7 +524,7 @@ func head(t *testing.T, cfg Config) {
 		t.Fatalf("empty log head %v, err %v", h, err)
 	}
 	res := mustAppend(t, s, streamName(t), eventstore.NoStream, events("a", 2)...)
-	if h, _ = s.Head(ctxFor(t)); h != res.Position {
+	if h = waitHead(t, s, res.Position); h != res.Position {
 		t.Fatalf("head %v, last append at %v", h, res.Position)
 	}
 }
