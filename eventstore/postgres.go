@@ -375,7 +375,7 @@ func (p *Postgres) committed() {
 
 // notifyPace is the least time between two NOTIFYs: appends committed in
 // between share one.
-const notifyPace = 2 * time.Millisecond
+const notifyPace = 5 * time.Millisecond
 
 // notifier sends the coalesced NOTIFY. Its transaction commits with
 // synchronous_commit off: it only announces appends that are already
