@@ -33,3 +33,7 @@ func TestAccountsJourneyOnEventStoreDB(t *testing.T) { accountsJourney(t, openES
 func TestTwentyFourSignUpsOneEmailOnEventStoreDB(t *testing.T) {
 	twentyFourSignUpsOneEmail(t, openESDB)
 }
+
+func TestSeed001ShortcutOnEventStoreDB(t *testing.T) { seed001Shortcut(t, openESDB) }
+
+func TestSeed001FullMethodOnEventStoreDB(t *testing.T) { seed001Full(t, openESDB) }

@@ -101,8 +101,10 @@ func wantEmpty(t *testing.T, result map[string]any) {
 }
 
 // TestSeed001Shortcut walks steps 1 → 4·1 of the enrollment tutorial.
-func TestSeed001Shortcut(t *testing.T) {
-	l := newLedger(t, nil)
+func TestSeed001Shortcut(t *testing.T) { seed001Shortcut(t, nil) }
+
+func seed001Shortcut(t *testing.T, open storeFactory) {
+	l := newLedger(t, open)
 	l.signIn("short@example.com", "phone-A")
 	d := l.device("short@example.com", "phone-A")
 
@@ -135,8 +137,10 @@ func TestSeed001Shortcut(t *testing.T) {
 
 // TestSeed001FullMethodAndAccountManagement walks steps 1 → 8 through 4·2
 // on a fresh account, a second device, the 2312/2317 paths, then A to E.
-func TestSeed001FullMethodAndAccountManagement(t *testing.T) {
-	l := newLedger(t, nil)
+func TestSeed001FullMethodAndAccountManagement(t *testing.T) { seed001Full(t, nil) }
+
+func seed001Full(t *testing.T, open storeFactory) {
+	l := newLedger(t, open)
 	l.signIn("full@example.com", "phone-B")
 	b := l.device("full@example.com", "phone-B")
 
