@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/consentledger/ledger/api"
 	"github.com/consentledger/ledger/commands"
 	"github.com/consentledger/ledger/domain/account"
@@ -26,6 +28,7 @@ type ledger struct {
 	t      *testing.T
 	url    string
 	store  eventstore.Store
+	pool   *pgxpool.Pool
 	outbox *commands.MemoryOutbox
 	count  func() int // events in the log
 }
@@ -48,7 +51,7 @@ func newLedger(t *testing.T, open storeFactory) *ledger {
 		t.Cleanup(func() { _ = pg.Close() })
 		store = pg
 	}
-	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{}, projections.Enrollment{})
+	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{}, projections.Enrollment{}, projections.Vehicles{}, projections.Steps{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()
@@ -63,7 +66,7 @@ func newLedger(t *testing.T, open storeFactory) *ledger {
 	api.Mount(s, api.App{Commands: h, Pool: pool, Store: store, Runner: runner, DevOutbox: outbox})
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &ledger{t: t, url: srv.URL, store: store, outbox: outbox, count: func() int {
+	return &ledger{t: t, url: srv.URL, store: store, pool: pool, outbox: outbox, count: func() int {
 		n := 0
 		after := eventstore.Start
 		for {

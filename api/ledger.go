@@ -53,6 +53,7 @@ func Mount(s *Server, app App) {
 	admin.POST("/projections/:name/rebuild", h.rebuildProjection)
 
 	h.mountSDK()
+	h.mountVehicles(user, admin)
 
 	if s.Config().Dev && app.DevOutbox != nil {
 		e.GET("/v1/dev/outbox", h.devOutbox)

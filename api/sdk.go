@@ -41,7 +41,13 @@ var sdkCodes = map[string]int{
 	"enrollment_required":      2322,
 	"enrollment_sms_missing":   2323,
 	"phone_mismatch":           2324,
+	"invalid_vin":              2304,
+	"unknown_service":          2305,
 	"unknown_vin":              2330,
+	"steps_of_another_device":  2331,
+	"unknown_steps":            2332,
+	"unknown_car_association":  2332,
+	"car_association_ended":    2333,
 }
 
 // sdkRefused is the code of a domain refusal the table does not name.
@@ -176,6 +182,8 @@ var sdkGets = map[string]sdkHandler{
 	"pims.authentication.account":            (*handlers).sdkAccount,
 	"pims.authentication.trustedphonenumber": (*handlers).sdkTrustedPhone,
 	"pims.authentication.smscode":            (*handlers).sdkRequestCode,
+	"pims.subscription.steps":                (*handlers).sdkSteps,
+	"pims.subscription.step":                 (*handlers).sdkNextStep,
 }
 
 var sdkSets = map[string]sdkHandler{
@@ -335,8 +343,7 @@ func (h *handlers) sdkPincode(s *sdkCall) (any, error) {
 	return nil, h.Commands.UpdatePin(s.ctx, s.account, s.device, oldPin, newPin)
 }
 
-// sdkVehicle is E (removeProperty). Vehicles arrive with the steps of seed
-// 002; until an account has one, every VIN is unknown to it.
+// sdkVehicle is E (removeProperty): the car was sold.
 func (h *handlers) sdkVehicle(s *sdkCall) (any, error) {
 	if _, err := s.choice("action", "removeProperty"); err != nil {
 		return nil, err
@@ -345,5 +352,5 @@ func (h *handlers) sdkVehicle(s *sdkCall) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nil, domain.New(domain.KindNotFound, "unknown_vin", fmt.Sprintf("no vehicle %s is associated with this account", vin))
+	return nil, h.Commands.RemoveProperty(s.ctx, s.account, vin)
 }

@@ -19,6 +19,8 @@ func allProjections() []projections.Projection {
 	return []projections.Projection{
 		projections.Accounts{},
 		projections.Enrollment{},
+		projections.Vehicles{},
+		projections.Steps{},
 	}
 }
 
@@ -95,4 +97,4 @@ func migrate(ctx context.Context, cfg config, out io.Writer) error {
 // streamPrefixes are the streams the ledger writes. The EventStoreDB
 // subscription filters on them server-side, so a log shared with other
 // applications only sends the ledger's events.
-var streamPrefixes = []string{"account-", "email-", "session-", "enrollment-"}
+var streamPrefixes = []string{"account-", "email-", "session-", "enrollment-", "vehicle-", "steps-"}
