@@ -47,6 +47,9 @@ type Config struct {
 	// EnrollAccounts accounts are prepared for them (0 skips the row).
 	EnrollClients  int
 	EnrollAccounts int
+	// StepsClients refresh a steps list by stepsID over HTTP for Duration
+	// (0 skips the row).
+	StepsClients int
 	// Progress receives a line per finished cell (nil: nowhere), so a long
 	// run is visibly alive and its details (raw latencies) are not lost.
 	Progress io.Writer
@@ -64,6 +67,7 @@ func DefaultConfig() Config {
 		SubRate:        2000,
 		EnrollClients:  8,
 		EnrollAccounts: 400,
+		StepsClients:   32,
 	}
 }
 
@@ -198,20 +202,33 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 
 	if subErr != nil {
-		writeReport(out, cfg, facts, cells, subs, nil)
+		writeReport(out, cfg, facts, cells, subs, nil, nil)
 		return subErr
 	}
-	var enroll *enrollResult
-	if cfg.EnrollClients > 0 && cfg.EnrollAccounts > 0 {
-		r, err := measureEnrollment(ctx, cfg, pool, store, logger)
-		if err != nil {
-			return fmt.Errorf("shortcut enrollment: %w", err)
+	var enroll, steps *enrollResult
+	if cfg.EnrollClients > 0 || cfg.StepsClients > 0 {
+		srv := startBenchServer(ctx, pool, store, logger)
+		defer srv.stop()
+		if cfg.EnrollClients > 0 && cfg.EnrollAccounts > 0 {
+			r, err := measureEnrollment(ctx, cfg, srv)
+			if err != nil {
+				return fmt.Errorf("shortcut enrollment: %w", err)
+			}
+			enroll = &r
+			fmt.Fprintf(progress, "shortcut enrollment, %d clients: %.1f/s, p50 %s, p99 %s\n",
+				r.clients, r.perSecond(), ms(r.lat.percentile(50)), ms(r.lat.percentile(99)))
 		}
-		enroll = &r
-		fmt.Fprintf(progress, "shortcut enrollment, %d clients: %.1f/s, p50 %s, p99 %s\n",
-			r.clients, r.perSecond(), ms(r.lat.percentile(50)), ms(r.lat.percentile(99)))
+		if cfg.StepsClients > 0 {
+			r, err := measureSteps(ctx, cfg, srv)
+			if err != nil {
+				return fmt.Errorf("steps by stepsID: %w", err)
+			}
+			steps = &r
+			fmt.Fprintf(progress, "steps by stepsID, %d clients: %.0f/s, p50 %s, p99 %s\n",
+				r.clients, r.perSecond(), ms(r.lat.percentile(50)), ms(r.lat.percentile(99)))
+		}
 	}
-	writeReport(out, cfg, facts, cells, subs, enroll)
+	writeReport(out, cfg, facts, cells, subs, enroll, steps)
 	return nil
 }
 

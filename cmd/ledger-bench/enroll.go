@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/consentledger/ledger/api"
@@ -27,9 +28,12 @@ type enrollResult struct {
 	result
 }
 
-// enrollSession is a signed-in device ready to enroll.
+// enrollSession is a signed-in device.
 type enrollSession struct {
+	n                    int
+	account              uuid.UUID
 	token, device, phone string
+	stepsID              int64
 }
 
 // measureEnrollment serves the whole API over HTTP, as `ledger serve` does
@@ -38,74 +42,138 @@ type enrollSession struct {
 // SMS request (pims.get smscode phoneNumberCertification) then
 // enrollWithPhoneNumber with the code from the outbox. Accounts and
 // sessions are made beforehand and not measured.
-func measureEnrollment(ctx context.Context, cfg Config, pool *pgxpool.Pool, store eventstore.Store, logger *slog.Logger) (enrollResult, error) {
-	runner := projections.NewRunner(pool, store, logger, nil, projections.Accounts{}, projections.Enrollment{})
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
+func measureEnrollment(ctx context.Context, cfg Config, srv *benchServer) (enrollResult, error) {
+	need := cfg.EnrollAccounts
+	sessions, err := srv.prepare(ctx, need, func(_ context.Context, s enrollSession) (enrollSession, error) { return s, nil })
+	if err != nil {
+		return enrollResult{}, err
+	}
+	queue := make(chan enrollSession, len(sessions))
+	for _, s := range sessions {
+		queue <- s
+	}
+	close(queue)
+	r, err := measure(ctx, cfg.EnrollClients, cfg.Warmup, cfg.Duration, func(int) func(context.Context) error {
+		return func(ctx context.Context) error {
+			s, ok := <-queue
+			if !ok {
+				return fmt.Errorf("all %d prepared accounts are enrolled: raise -enroll-accounts", need)
+			}
+			if _, err := srv.sdk(ctx, "/pims/get", s, "pims.authentication.smscode",
+				map[string]any{"type": "phoneNumberCertification", "phoneNumber": s.phone}); err != nil {
+				return err
+			}
+			msgs := srv.outbox.List(s.phone)
+			if len(msgs) == 0 {
+				return fmt.Errorf("no SMS sent to %s", s.phone)
+			}
+			_, err := srv.sdk(ctx, "/pims/set", s, "pims.authentication.enrollment", map[string]any{
+				"action": "enrollWithPhoneNumber", "pinCode": "424242", "smsCode": msgs[0].Code, "phoneNumber": s.phone})
+			return err
+		}
+	})
+	return enrollResult{clients: cfg.EnrollClients, result: r}, err
+}
+
+// measureSteps has clients refresh their steps list by stepsID, the
+// mobile app's hottest query. Each client has its own account, car,
+// service and stepsID.
+func measureSteps(ctx context.Context, cfg Config, srv *benchServer) (enrollResult, error) {
+	sessions, err := srv.prepare(ctx, cfg.StepsClients, func(ctx context.Context, s enrollSession) (enrollSession, error) {
+		vin := fmt.Sprintf("VF1BENCH%09d", s.n)
+		if _, _, err := srv.setup.AssociateVehicle(ctx, s.account, vin); err != nil {
+			return s, err
+		}
+		car, _, err := srv.setup.SubscribeService(ctx, s.account, vin, "remoteCommands")
+		if err != nil {
+			return s, err
+		}
+		if s.stepsID, err = srv.setup.MintSteps(ctx, s.account, s.device, vin, car); err != nil {
+			return s, err
+		}
+		return s, nil
+	})
+	if err != nil {
+		return enrollResult{}, err
+	}
+	r, err := measure(ctx, cfg.StepsClients, cfg.Warmup, cfg.Duration, func(i int) func(context.Context) error {
+		s := sessions[i]
+		return func(ctx context.Context) error {
+			_, err := srv.sdk(ctx, "/pims/get", s, "pims.subscription.steps",
+				map[string]any{"stepsID": fmt.Sprint(s.stepsID), "resetSteps": false, "stepsStatus": "all"})
+			return err
+		}
+	})
+	return enrollResult{clients: cfg.StepsClients, result: r}, err
+}
+
+// benchServer is the whole API over HTTP, as `ledger serve` wires it
+// (projections running, commands waiting for them, default argon2id cost
+// for codes and PINs).
+type benchServer struct {
+	url    string
+	client *http.Client
+	outbox *commands.MemoryOutbox
+	setup  *commands.Handler // cheap password hashing: signing up is not measured
+	stop   func()
+	// accounts numbers every prepared account, so rows never share one.
+	accounts atomic.Int64
+}
+
+func startBenchServer(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, logger *slog.Logger) *benchServer {
+	runner := projections.NewRunner(pool, store, logger, nil,
+		projections.Accounts{}, projections.Enrollment{}, projections.Vehicles{}, projections.Steps{})
+	rctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = runner.Run(rctx) })
-	defer wg.Wait()
-	defer stop()
 
 	outbox := commands.NewMemoryOutbox(100_000)
 	h := commands.New(commands.Deps{Store: store, Outbox: outbox, Consistency: runner, Logger: logger})
 	server := api.New(api.Config{AdminToken: "bench-admin-token-0123456789"}, api.Deps{Pool: pool, Logger: logger})
 	api.Mount(server, api.App{Commands: h, Pool: pool, Store: store, Runner: runner})
 	srv := httptest.NewServer(server.Handler())
-	defer srv.Close()
+	return &benchServer{
+		url:    srv.URL,
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
+		outbox: outbox,
+		setup: commands.New(commands.Deps{Store: store, Outbox: outbox, Consistency: runner, Logger: logger,
+			PasswordParams: account.PasswordParams{Memory: 1024, Time: 1, Threads: 1}}),
+		stop: func() { srv.Close(); cancel(); wg.Wait() },
+	}
+}
 
-	// Accounts are set up with a cheap password hash: signing up is not
-	// what this row measures.
-	setup := commands.New(commands.Deps{Store: store, Outbox: outbox, Consistency: runner, Logger: logger,
-		PasswordParams: account.PasswordParams{Memory: 1024, Time: 1, Threads: 1}})
-	need := cfg.EnrollAccounts
-	sessions := make(chan enrollSession, need)
+// prepare signs up, activates and signs in n accounts (8 at a time), then
+// runs more on each session.
+func (b *benchServer) prepare(ctx context.Context, n int, more func(context.Context, enrollSession) (enrollSession, error)) ([]enrollSession, error) {
+	out := make([]enrollSession, n)
 	var next atomic.Int64
-	var setupErr error
+	var firstErr error
 	var once sync.Once
-	var swg sync.WaitGroup
+	var wg sync.WaitGroup
 	for range 8 {
-		swg.Go(func() {
+		wg.Go(func() {
 			for {
-				i := next.Add(1)
-				if i > int64(need) || ctx.Err() != nil {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
 					return
 				}
-				s, err := enrollSetup(ctx, setup, outbox, int(i))
+				s, err := enrollSetup(ctx, b.setup, b.outbox, int(b.accounts.Add(1)))
+				if err == nil {
+					s, err = more(ctx, s)
+				}
 				if err != nil {
-					once.Do(func() { setupErr = err })
+					once.Do(func() { firstErr = err })
 					return
 				}
-				sessions <- s
+				out[i] = s
 			}
 		})
 	}
-	swg.Wait()
-	if setupErr != nil {
-		return enrollResult{}, fmt.Errorf("set up accounts: %w", setupErr)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, fmt.Errorf("prepare accounts: %w", firstErr)
 	}
-	close(sessions)
-
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.EnrollClients * 2}}
-	r, err := measure(ctx, cfg.EnrollClients, cfg.Warmup, cfg.Duration, func(int) func(context.Context) error {
-		return func(ctx context.Context) error {
-			s, ok := <-sessions
-			if !ok {
-				return fmt.Errorf("all %d prepared accounts are enrolled: raise -enroll-accounts", need)
-			}
-			if err := sdkCall(ctx, client, srv.URL+"/pims/get", s, "pims.authentication.smscode",
-				map[string]string{"type": "phoneNumberCertification", "phoneNumber": s.phone}); err != nil {
-				return err
-			}
-			msgs := outbox.List(s.phone)
-			if len(msgs) == 0 {
-				return fmt.Errorf("no SMS sent to %s", s.phone)
-			}
-			return sdkCall(ctx, client, srv.URL+"/pims/set", s, "pims.authentication.enrollment", map[string]string{
-				"action": "enrollWithPhoneNumber", "pinCode": "424242", "smsCode": msgs[0].Code, "phoneNumber": s.phone})
-		}
-	})
-	return enrollResult{clients: cfg.EnrollClients, result: r}, err
+	return out, ctx.Err()
 }
 
 func enrollSetup(ctx context.Context, h *commands.Handler, outbox *commands.MemoryOutbox, i int) (enrollSession, error) {
@@ -122,22 +190,22 @@ func enrollSetup(ctx context.Context, h *commands.Handler, outbox *commands.Memo
 	if err != nil {
 		return enrollSession{}, err
 	}
-	return enrollSession{token: s.SessionToken, device: device, phone: fmt.Sprintf("06%08d", i)}, nil
+	return enrollSession{n: i, account: s.AccountID, token: s.SessionToken, device: device, phone: fmt.Sprintf("06%08d", i)}, nil
 }
 
-// sdkCall posts one SDK call and requires a SUCCEEDED answer.
-func sdkCall(ctx context.Context, client *http.Client, url string, s enrollSession, apiName string, params map[string]string) error {
+// sdk posts one SDK call and requires a SUCCEEDED answer.
+func (b *benchServer) sdk(ctx context.Context, path string, s enrollSession, apiName string, params map[string]any) ([]byte, error) {
 	body, _ := json.Marshal(map[string]any{"api": apiName, "parameters": params})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.url+path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+s.token)
 	req.Header.Set("X-Device-Id", s.device)
-	resp, err := client.Do(req)
+	resp, err := b.client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
@@ -145,7 +213,7 @@ func sdkCall(ctx context.Context, client *http.Client, url string, s enrollSessi
 		Status string `json:"status"`
 	}
 	if err := json.Unmarshal(raw, &env); err != nil || resp.StatusCode != 200 || env.Status != "SUCCEEDED" {
-		return fmt.Errorf("%s: HTTP %d %s", apiName, resp.StatusCode, raw)
+		return nil, fmt.Errorf("%s: HTTP %d %s", apiName, resp.StatusCode, raw)
 	}
-	return nil
+	return raw, nil
 }

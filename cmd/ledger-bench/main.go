@@ -57,6 +57,7 @@ func mainErr() error {
 	flag.IntVar(&cfg.SubWriters, "sub-writers", cfg.SubWriters, "writers of the subscription latency measurement")
 	flag.IntVar(&cfg.SubRate, "sub-rate", cfg.SubRate, "total events/s the subscription latency writers are paced to")
 	flag.IntVar(&cfg.EnrollClients, "enroll-clients", cfg.EnrollClients, "concurrent HTTP clients of the shortcut-enrollment row (0 skips it)")
+	flag.IntVar(&cfg.StepsClients, "steps-clients", cfg.StepsClients, "concurrent HTTP clients of the steps-by-stepsID row (0 skips it)")
 	flag.IntVar(&cfg.EnrollAccounts, "enroll-accounts", cfg.EnrollAccounts, "accounts prepared for the shortcut-enrollment row")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file")
 	flag.Parse()
