@@ -11,6 +11,7 @@ import (
 
 	"github.com/consentledger/ledger/domain"
 	"github.com/consentledger/ledger/domain/account"
+	"github.com/consentledger/ledger/domain/otp"
 )
 
 // Purpose of an SMS code: a closed set.
@@ -87,7 +88,22 @@ var (
 	ErrCodeMissing       = domain.New(domain.KindConflict, "sms_code_missing", "no SMS code of this kind was requested on this device")
 	ErrCodeExpired       = domain.Invalidf("sms_code_expired", "the SMS code has expired: request a new one")
 	ErrCodeBurnt         = domain.Invalidf("sms_code_burnt", "too many wrong tries: request a new SMS code")
+	ErrCodeWrong         = domain.Invalidf("sms_code_wrong", "wrong SMS code") // reported with the attempts left
+	ErrCodeRateLimited   = domain.New(domain.KindTooManyAttempts, "sms_rate_limited", "too many SMS codes for this phone: try again later")
 )
+
+// smsCodeErrors are what the rules of one-time codes report for SMS codes;
+// their codes are the SDK's (api/ maps them), so they are spelled out here
+// rather than derived from a prefix.
+var smsCodeErrors = otp.Errors{Missing: ErrCodeMissing, Expired: ErrCodeExpired, Burnt: ErrCodeBurnt,
+	Wrong: ErrCodeWrong, RateLimited: ErrCodeRateLimited}
+
+// codeRules are the rules of SMS codes under this policy. Policy keeps its
+// own flat fields so that it stays a comparable value that cmd/ configures.
+func (p Policy) codeRules() otp.Rules {
+	return otp.Rules{TTL: p.CodeTTL, MaxFailures: p.CodeMaxFailures, PerWindow: p.CodesPerWindow, Window: p.CodeWindow,
+		Params: p.SecretParams, Errors: smsCodeErrors}
+}
 
 func wrongSecret(code, what string, left int) error {
 	return &domain.Error{Kind: domain.KindInvalid, Code: code, Message: fmt.Sprintf("wrong %s: %d attempts left", what, left), AttemptsLeft: &left}
@@ -127,18 +143,6 @@ func CheckPin(pin string) error {
 	return nil
 }
 
-type smsCode struct {
-	id        uuid.UUID
-	purpose   string
-	phone     string
-	device    string
-	hash      string
-	sentAt    time.Time
-	expiresAt time.Time
-	failures  int
-	spent     bool // used or burnt
-}
-
 // Enrollment is the state folded from an enrollment stream.
 type Enrollment struct {
 	phone       string
@@ -146,7 +150,7 @@ type Enrollment struct {
 	pinFailures int
 	block       BlockState
 	devices     map[string]time.Time
-	codes       []*smsCode
+	codes       otp.Codes            // SMS codes: the phone is their target
 	verified    map[string]time.Time // device → when it verified an enrollment code
 }
 
@@ -159,16 +163,12 @@ func New() *Enrollment {
 func (e *Enrollment) Apply(event any, at time.Time) {
 	switch ev := event.(type) {
 	case *SmsCodeSent:
-		e.codes = append(e.codes, &smsCode{id: ev.CodeID, purpose: ev.Purpose, phone: ev.Phone, device: ev.DeviceID,
-			hash: ev.CodeHash, sentAt: at, expiresAt: ev.ExpiresAt})
+		e.codes.ApplyIssued(otp.Issued{ID: ev.CodeID, Purpose: ev.Purpose, Target: ev.Phone, Device: ev.DeviceID,
+			Hash: ev.CodeHash, ExpiresAt: ev.ExpiresAt}, at)
 	case *SmsCodeFailed:
-		if c := e.code(ev.CodeID); c != nil {
-			c.failures, c.spent = ev.Failures, ev.Burnt
-		}
+		e.codes.ApplyFailed(otp.Failed{ID: ev.CodeID, Failures: ev.Failures, Burnt: ev.Burnt})
 	case *SmsCodeUsed:
-		if c := e.code(ev.CodeID); c != nil {
-			c.spent = true
-		}
+		e.codes.ApplyUsed(otp.Used{ID: ev.CodeID})
 	case *PhoneRegistered:
 		e.phone = ev.Phone
 	case *PhoneModified:
@@ -187,15 +187,6 @@ func (e *Enrollment) Apply(event any, at time.Time) {
 		e.pinHash, e.pinFailures, e.block = "", 0, NotBlocked
 		e.devices, e.verified = map[string]time.Time{}, map[string]time.Time{}
 	}
-}
-
-func (e *Enrollment) code(id uuid.UUID) *smsCode {
-	for _, c := range e.codes {
-		if c.id == id {
-			return c
-		}
-	}
-	return nil
 }
 
 // Phone is the trusted phone number ("" when none).
@@ -234,54 +225,27 @@ func (e *Enrollment) RequestCode(p Policy, purpose Purpose, phone, device, code 
 	} else if phone == "" {
 		return nil, domain.Invalidf("invalid_parameter", "phoneNumber is required")
 	}
-	sent, oldest := 0, now
-	for _, c := range e.codes {
-		if c.purpose == purpose.s && c.phone == phone && now.Sub(c.sentAt) < p.CodeWindow {
-			sent++
-			if c.sentAt.Before(oldest) {
-				oldest = c.sentAt
-			}
-		}
+	issued, err := e.codes.Issue(p.codeRules(), codeID, purpose.s, phone, device, code, now)
+	if err != nil {
+		return nil, err
 	}
-	if sent >= p.CodesPerWindow {
-		return nil, &domain.Error{Kind: domain.KindTooManyAttempts, Code: "sms_rate_limited",
-			Message: "too many SMS codes for this phone: try again later", RetryAfter: oldest.Add(p.CodeWindow).Sub(now)}
-	}
-	return []any{&SmsCodeSent{CodeID: codeID, Purpose: purpose.s, Phone: phone, DeviceID: device,
-		CodeHash: account.HashPassword(code, p.SecretParams), ExpiresAt: now.Add(p.CodeTTL)}}, nil
+	return []any{&SmsCodeSent{CodeID: issued.ID, Purpose: issued.Purpose, Phone: issued.Target, DeviceID: issued.Device,
+		CodeHash: issued.Hash, ExpiresAt: issued.ExpiresAt}}, nil
 }
 
 // verifyCode checks a code against the latest code of that purpose (and
-// phone, when given) requested on this device. A wrong code is recorded (the
-// events are returned with the error) and burns the code after too many.
-func (e *Enrollment) verifyCode(p Policy, purpose Purpose, phone, device, code string, now time.Time) (*smsCode, []any, error) {
-	var c *smsCode
-	for i := len(e.codes) - 1; i >= 0; i-- {
-		cand := e.codes[i]
-		if cand.purpose == purpose.s && cand.device == device && (phone == "" || cand.phone == phone) {
-			c = cand
-			break
-		}
-	}
+// phone, when given) requested on this device, and returns the id of the
+// code it spent. A wrong code is recorded (the events are returned with the
+// error) and burns the code after too many.
+func (e *Enrollment) verifyCode(p Policy, purpose Purpose, phone, device, code string, now time.Time) (uuid.UUID, []any, error) {
+	used, failed, err := e.codes.Verify(p.codeRules(), purpose.s, phone, device, code, now)
 	switch {
-	case c == nil:
-		return nil, nil, ErrCodeMissing
-	case c.spent && c.failures >= p.CodeMaxFailures:
-		return nil, nil, ErrCodeBurnt
-	case c.spent:
-		return nil, nil, ErrCodeMissing // used: single use
-	case !now.Before(c.expiresAt):
-		return nil, nil, ErrCodeExpired
+	case failed != nil:
+		return uuid.Nil, []any{&SmsCodeFailed{CodeID: failed.ID, Failures: failed.Failures, Burnt: failed.Burnt}}, err
+	case err != nil:
+		return uuid.Nil, nil, err
 	}
-	if !account.VerifyPassword(code, c.hash) {
-		failed := &SmsCodeFailed{CodeID: c.id, Failures: c.failures + 1}
-		if failed.Failures >= p.CodeMaxFailures {
-			failed.Burnt = true
-			return nil, []any{failed}, ErrCodeBurnt
-		}
-		return nil, []any{failed}, wrongSecret("sms_code_wrong", "SMS code", p.CodeMaxFailures-failed.Failures)
-	}
-	return c, []any{&SmsCodeUsed{CodeID: c.id}}, nil
+	return used.ID, []any{&SmsCodeUsed{CodeID: used.ID}}, nil
 }
 
 // AddPhone registers the trusted phone (full method, step 4·2).
@@ -321,11 +285,11 @@ func (e *Enrollment) VerifyEnrollmentCode(p Policy, device, code string, now tim
 	if e.phone == "" {
 		return nil, false, ErrNoPhone
 	}
-	c, evs, err := e.verifyCode(p, PurposeEnrollment, "", device, code, now)
+	codeID, evs, err := e.verifyCode(p, PurposeEnrollment, "", device, code, now)
 	if err != nil {
 		return evs, false, err
 	}
-	return append(evs, &EnrollmentCodeVerified{CodeID: c.id, DeviceID: device}), e.HasPin(), nil
+	return append(evs, &EnrollmentCodeVerified{CodeID: codeID, DeviceID: device}), e.HasPin(), nil
 }
 
 // EnrollWithPhone is the shortcut (step 4·1): phone, PIN and device at once.
