@@ -182,6 +182,7 @@ var sdkGets = map[string]sdkHandler{
 	"pims.authentication.account":            (*handlers).sdkAccount,
 	"pims.authentication.trustedphonenumber": (*handlers).sdkTrustedPhone,
 	"pims.authentication.smscode":            (*handlers).sdkRequestCode,
+	"pims.authentication.otp":                (*handlers).sdkOTP,
 	"pims.subscription.steps":                (*handlers).sdkSteps,
 	"pims.subscription.step":                 (*handlers).sdkNextStep,
 }
@@ -191,6 +192,7 @@ var sdkSets = map[string]sdkHandler{
 	"pims.authentication.enrollment": (*handlers).sdkEnrollment,
 	"pims.authentication.pincode":    (*handlers).sdkPincode,
 	"pims.subscription.vehicle":      (*handlers).sdkVehicle,
+	"pims.authentication.otp":        (*handlers).sdkOTP,
 }
 
 // sdkAccount answers isDeviceActivated and isAccountBlocked from the
@@ -341,6 +343,24 @@ func (h *handlers) sdkPincode(s *sdkCall) (any, error) {
 		return nil, err
 	}
 	return nil, h.Commands.UpdatePin(s.ctx, s.account, s.device, oldPin, newPin)
+}
+
+// sdkOTP is pims.authentication.otp with type withPIN: the PIN proven on an
+// enrolled device buys a one-time token for remote commands.
+func (h *handlers) sdkOTP(s *sdkCall) (any, error) {
+	if _, err := s.choice("type", "withPIN"); err != nil {
+		return nil, err
+	}
+	pin, err := s.required("pinCode")
+	if err != nil {
+		return nil, err
+	}
+	token, expiresAt, err := h.Commands.IssueOTP(s.ctx, s.account, s.device, pin)
+	if err != nil {
+		return nil, err
+	}
+	s.c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+	return map[string]any{"otp": token, "expiresAt": expiresAt}, nil
 }
 
 // sdkVehicle is E (removeProperty): the car was sold.

@@ -129,6 +129,45 @@ func TestSeed002Steps(t *testing.T) {
 	// remoteCommands also needs the car key.
 	rc := d.get(stepsAPI, map[string]any{"carAssociationID": remote, "stepsStatus": "all"})
 	wantStep(t, rc, "mediumCarKey", "todo", 3)
+	rcID := rc["stepsID"]
+
+	// Car key check: a code shown in the car, typed back on the device.
+	d.rest("POST", "/v1/vehicles/"+vin+"/carkey", `{"code":"123456"}`, 409, "carkey_code_missing")
+	d.rest("POST", "/v1/vehicles/"+vin+"/carkey/challenge", "", 202, "")
+	shown := l.outbox.List(vin)
+	if len(shown) != 1 || shown[0].Channel != "vehicle" || len(shown[0].Code) != 6 {
+		t.Fatalf("vehicle channel: %+v", shown)
+	}
+	wrongCode := "000000"
+	if shown[0].Code == wrongCode {
+		wrongCode = "111111"
+	}
+	if a := d.rest("POST", "/v1/vehicles/"+vin+"/carkey", js(map[string]string{"code": wrongCode}), 400, "carkey_code_wrong"); a.body["detail"] == "" {
+		t.Fatal("no detail on a wrong car-key code")
+	}
+	other.rest("POST", "/v1/vehicles/"+vin+"/carkey", js(map[string]string{"code": shown[0].Code}), 409, "carkey_code_missing") // bound to the device that asked
+	d.rest("POST", "/v1/vehicles/"+vin+"/carkey", js(map[string]string{"code": shown[0].Code}), 200, "")
+	d.rest("POST", "/v1/vehicles/"+vin+"/carkey", js(map[string]string{"code": shown[0].Code}), 409, "carkey_code_missing") // single use
+	wantStep(t, d.get(stepsAPI, map[string]any{"stepsID": rcID}), "mediumCarKey", "alreadyDone", 3)
+
+	// pims.authentication.otp withPIN, and the seed's advice: when it fails,
+	// refresh the steps with resetSteps: true and do what they say.
+	d.failed("/pims/get", "pims.authentication.otp", map[string]any{"type": "withPIN", "pinCode": "424242"}, 2322) // de-enrolled above
+	refreshed := d.get(stepsAPI, map[string]any{"stepsID": rcID, "resetSteps": true, "stepsStatus": "todo"})
+	wantStep(t, refreshed, "deviceActivation", "todo", 2)
+	d.get(smsAPI, map[string]any{"type": "enrollment"})
+	d.set(smsAPI, map[string]any{"action": "enrollment", "smsCode": l.lastCode("0612345678")})
+	d.set(enrollAPI, map[string]any{"action": "enroll", "pinCode": "8642"})
+	if e := d.failed("/pims/get", "pims.authentication.otp", map[string]any{"type": "withPIN", "pinCode": "1111"}, 2312); e["attemptsLeft"] != 2.0 {
+		t.Fatalf("attempts left %v", e["attemptsLeft"])
+	}
+	token := d.get("pims.authentication.otp", map[string]any{"type": "withPIN", "pinCode": "8642"})
+	if otp, _ := token["otp"].(string); len(otp) < 32 || token["expiresAt"] == nil {
+		t.Fatalf("otp result: %v", token)
+	}
+	if a := d.call("/pims/get", stepAPI, map[string]any{"stepsID": rcID}); a.body["result"] != nil {
+		t.Fatalf("every step done, next step should be null: %s", a.raw)
+	}
 
 	// RemoveProperty (the car was sold) ends it all.
 	d.ok("/pims/set", vehicleAPI, map[string]any{"action": "removeProperty", "vin": vin})

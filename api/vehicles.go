@@ -21,6 +21,8 @@ func (h *handlers) mountVehicles(user, admin *echo.Group) {
 	user.GET("/v1/vehicles", h.listVehicles)
 	user.DELETE("/v1/vehicles/:vin", h.removeVehicle)
 	user.POST("/v1/vehicles/:vin/services", h.subscribeService)
+	user.POST("/v1/vehicles/:vin/carkey/challenge", h.challengeCarKey)
+	user.POST("/v1/vehicles/:vin/carkey", h.proveCarKey)
 	admin.POST("/steps/:stepsID/reset", h.adminResetSteps)
 	admin.POST("/steps/reset", h.adminResetAllSteps)
 }
@@ -113,6 +115,30 @@ func (h *handlers) subscribeService(c echo.Context) error {
 		status = http.StatusCreated
 	}
 	return c.JSON(status, map[string]any{"carAssociationID": id, "service": req.Service, "vin": strings.ToUpper(c.Param("vin"))})
+}
+
+// challengeCarKey shows a one-time code in the car (vehicle channel).
+func (h *handlers) challengeCarKey(c echo.Context) error {
+	s := session(c)
+	if err := h.Commands.ChallengeCarKey(c.Request().Context(), s.AccountID(), s.DeviceID(), c.Param("vin")); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, map[string]any{"sentTo": "vehicle"})
+}
+
+// proveCarKey checks the code typed back: it completes mediumCarKey.
+func (h *handlers) proveCarKey(c echo.Context) error {
+	var req struct {
+		Code string `json:"code"`
+	}
+	if err := Bind(c, &req); err != nil {
+		return err
+	}
+	s := session(c)
+	if err := h.Commands.ProveCarKey(c.Request().Context(), s.AccountID(), s.DeviceID(), c.Param("vin"), req.Code); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"vin": strings.ToUpper(c.Param("vin")), "carKey": "proven"})
 }
 
 // stepsRow is one entry of the steps cache.

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/consentledger/ledger/domain"
 	"github.com/consentledger/ledger/eventstore"
 )
+
+var errBusy = domain.New(domain.KindUnavailable, "busy", "too many concurrent changes to this stream; try again")
 
 // area is what decide needs to know of a domain area's events.
 type area struct {

@@ -3,16 +3,14 @@ package commands
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"math/big"
 	"time"
 
 	"github.com/google/uuid"
 
-	"github.com/consentledger/ledger/domain"
+	"github.com/consentledger/ledger/domain/account"
 	"github.com/consentledger/ledger/domain/enrollment"
-	"github.com/consentledger/ledger/eventstore"
 )
 
 // The enrollment commands of the mobile SDK (seed 001). Each one decides
@@ -20,43 +18,10 @@ import (
 // read; when a parallel request appended first, it reads again and decides
 // again, so twelve wrong PINs sent at the same instant count as twelve.
 
-var errBusy = domain.New(domain.KindUnavailable, "busy", "too many concurrent changes to this account; try again")
+var enrollmentArea = area{decode: enrollment.Decode, typeOf: enrollment.TypeOf}
 
-func (h *Handler) loadEnrollment(ctx context.Context, accountID uuid.UUID) (*enrollment.Enrollment, eventstore.ExpectedRevision, error) {
-	e := enrollment.New()
-	expected, err := h.fold(ctx, enrollment.Stream(accountID), enrollment.Decode, e.Apply)
-	return e, expected, err
-}
-
-// decideEnrollment folds the stream, runs decide and appends the events it
-// returns — also when it returns an error: a wrong PIN or code is a fact
-// that must be recorded. It retries on a concurrent append.
-func (h *Handler) decideEnrollment(ctx context.Context, accountID uuid.UUID, decide func(e *enrollment.Enrollment, now time.Time) ([]any, error)) error {
-	stream := enrollment.Stream(accountID)
-	for attempt := 0; attempt < 50; attempt++ {
-		e, expected, err := h.loadEnrollment(ctx, accountID)
-		if err != nil {
-			return err
-		}
-		evs, decision := decide(e, h.Clock.Now())
-		if len(evs) == 0 {
-			return decision
-		}
-		batch := make([]typed, len(evs))
-		for i, ev := range evs {
-			batch[i] = typed{enrollment.TypeOf(ev), ev}
-		}
-		res, err := h.appendEvents(ctx, stream, expected, batch...)
-		if errors.Is(err, eventstore.ErrWrongExpectedRevision) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("enrollment of %s: %w", accountID, err)
-		}
-		h.settle(ctx, res.Position)
-		return decision
-	}
-	return errBusy
+func (h *Handler) decideEnrollment(ctx context.Context, accountID uuid.UUID, decision func(e *enrollment.Enrollment, now time.Time) ([]any, error)) error {
+	return decide(ctx, h, enrollment.Stream(accountID), enrollmentArea, enrollment.New, decision)
 }
 
 // newCode draws a 6-digit code from the system's CSPRNG.
@@ -176,4 +141,24 @@ func (h *Handler) UpdatePin(ctx context.Context, accountID uuid.UUID, device, ol
 		check = &c
 		return e.UpdatePin(h.Enrollment, device, newPin, c)
 	})
+}
+
+// IssueOTP is pims.authentication.otp withPIN: the PIN proven on an
+// enrolled device buys a one-time token for remote commands.
+func (h *Handler) IssueOTP(ctx context.Context, accountID uuid.UUID, device, pin string) (token string, expiresAt time.Time, err error) {
+	if err := enrollment.CheckPin(pin); err != nil {
+		return "", time.Time{}, err
+	}
+	token = account.NewSecret()
+	var check *enrollment.PinCheck
+	err = h.decideEnrollment(ctx, accountID, func(e *enrollment.Enrollment, now time.Time) ([]any, error) {
+		c := e.CheckPinAgainst(pin, check)
+		check = &c
+		expiresAt = now.Add(h.Enrollment.OTPTTL)
+		return e.IssueOTP(h.Enrollment, device, c, h.newID(ctx, "otp"), account.HashToken(token), now)
+	})
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return token, expiresAt, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"math/big"
 	"time"
 
@@ -129,4 +130,36 @@ func (h *Handler) ResetSteps(ctx context.Context, stepsID int64, carAssociationI
 	}
 	h.settle(ctx, res.Position)
 	return nil
+}
+
+// ChallengeCarKey shows a one-time code in the car (the vehicle channel of
+// the outbox) for this device to type back.
+func (h *Handler) ChallengeCarKey(ctx context.Context, account uuid.UUID, device, rawVIN string) error {
+	vin, err := vehicle.NormalizeVIN(rawVIN)
+	if err != nil {
+		return err
+	}
+	code := newCode()
+	rules := h.Enrollment.OneTimeCodes(vehicle.CarKeyErrors)
+	err = h.decideVehicle(ctx, vin, func(v *vehicle.Vehicle, now time.Time) ([]any, error) {
+		return v.ChallengeCarKey(rules, account, device, h.newID(ctx, "carkey-code"), code, now)
+	})
+	if err != nil {
+		return err
+	}
+	h.Outbox.Send(ctx, Message{Channel: "vehicle", To: vin, Code: code, CreatedAt: h.Clock.Now(),
+		Body: fmt.Sprintf("Key check: type %s in the app within %d minutes.", code, int(rules.TTL.Minutes()))})
+	return nil
+}
+
+// ProveCarKey checks the code shown in the car: the mediumCarKey step.
+func (h *Handler) ProveCarKey(ctx context.Context, account uuid.UUID, device, rawVIN, code string) error {
+	vin, err := vehicle.NormalizeVIN(rawVIN)
+	if err != nil {
+		return err
+	}
+	rules := h.Enrollment.OneTimeCodes(vehicle.CarKeyErrors)
+	return h.decideVehicle(ctx, vin, func(v *vehicle.Vehicle, now time.Time) ([]any, error) {
+		return v.ProveCarKey(rules, account, device, code, now)
+	})
 }

@@ -65,13 +65,14 @@ type Policy struct {
 	PinMaxFailures       int           // wrong PINs in a row that block the account (3)
 	EnrollmentCodeWindow time.Duration // how long a verified enrollment code allows enroll (10 min)
 	MaxDevices           int           // enrolled devices per account (5)
+	OTPTTL               time.Duration // life of a remote-command token (5 min)
 	SecretParams         account.PasswordParams
 }
 
 // DefaultPolicy is the policy of the seed's SDK.
 var DefaultPolicy = Policy{
 	CodeTTL: 5 * time.Minute, CodeMaxFailures: 5, CodesPerWindow: 5, CodeWindow: time.Hour,
-	PinMaxFailures: 3, EnrollmentCodeWindow: 10 * time.Minute, MaxDevices: 5,
+	PinMaxFailures: 3, EnrollmentCodeWindow: 10 * time.Minute, MaxDevices: 5, OTPTTL: 5 * time.Minute,
 	SecretParams: account.DefaultPasswordParams,
 }
 
@@ -100,9 +101,13 @@ var smsCodeErrors = otp.Errors{Missing: ErrCodeMissing, Expired: ErrCodeExpired,
 
 // codeRules are the rules of SMS codes under this policy. Policy keeps its
 // own flat fields so that it stays a comparable value that cmd/ configures.
-func (p Policy) codeRules() otp.Rules {
+func (p Policy) codeRules() otp.Rules { return p.OneTimeCodes(smsCodeErrors) }
+
+// OneTimeCodes are this policy's rules for one-time codes, answering with
+// errs: the car-key check follows the rules of SMS codes.
+func (p Policy) OneTimeCodes(errs otp.Errors) otp.Rules {
 	return otp.Rules{TTL: p.CodeTTL, MaxFailures: p.CodeMaxFailures, PerWindow: p.CodesPerWindow, Window: p.CodeWindow,
-		Params: p.SecretParams, Errors: smsCodeErrors}
+		Params: p.SecretParams, Errors: errs}
 }
 
 func wrongSecret(code, what string, left int) error {
@@ -420,4 +425,24 @@ func (e *Enrollment) UpdatePin(p Policy, device, newPin string, oldCheck PinChec
 		return e.wrongPin(p, device)
 	}
 	return []any{&PinSet{PinHash: account.HashPassword(newPin, p.SecretParams), Reason: "update", DeviceID: device}}, nil
+}
+
+// IssueOTP is pims.authentication.otp withPIN: an enrolled device proves
+// the PIN and gets a one-time token for remote commands. A wrong PIN counts
+// like any other.
+func (e *Enrollment) IssueOTP(p Policy, device string, check PinCheck, otpID uuid.UUID, tokenHash string, now time.Time) ([]any, error) {
+	if e.block != NotBlocked {
+		return nil, blocked(e.block)
+	}
+	if !e.DeviceEnrolled(device) || !e.HasPin() {
+		return nil, ErrEnrollmentNeeded
+	}
+	if !check.OK {
+		return e.wrongPin(p, device)
+	}
+	var evs []any
+	if e.pinFailures > 0 {
+		evs = append(evs, &PinFailed{DeviceID: device, FailuresInRow: 0})
+	}
+	return append(evs, &OTPIssued{OTPID: otpID, DeviceID: device, TokenHash: tokenHash, ExpiresAt: now.Add(p.OTPTTL)}), nil
 }

@@ -30,6 +30,7 @@ const (
 	TypeDeviceEnrolled         = "enrollment.device-enrolled.v1"
 	TypeAccountBlocked         = "enrollment.account-blocked.v1"
 	TypeEnrollmentsRemoved     = "enrollment.enrollments-removed.v1"
+	TypeOTPIssued              = "enrollment.otp-issued.v1"
 )
 
 // Stream names an account's enrollment stream.
@@ -101,6 +102,15 @@ type EnrollmentsRemoved struct {
 	Devices []string `json:"devices"`
 }
 
+// OTPIssued: a one-time token for remote commands, proven by the PIN. Only
+// the token's SHA-256 is kept.
+type OTPIssued struct {
+	OTPID     uuid.UUID `json:"otpId"`
+	DeviceID  string    `json:"deviceId"`
+	TokenHash string    `json:"tokenHash"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
 // Decode turns a stored event of this area into its payload.
 func Decode(eventType string, data []byte) (any, error) {
 	var v any
@@ -127,6 +137,8 @@ func Decode(eventType string, data []byte) (any, error) {
 		v = &Blocked{}
 	case TypeEnrollmentsRemoved:
 		v = &EnrollmentsRemoved{}
+	case TypeOTPIssued:
+		v = &OTPIssued{}
 	default:
 		return nil, fmt.Errorf("enrollment: unknown event type %q", eventType)
 	}
@@ -161,6 +173,8 @@ func TypeOf(payload any) string {
 		return TypeAccountBlocked
 	case *EnrollmentsRemoved:
 		return TypeEnrollmentsRemoved
+	case *OTPIssued:
+		return TypeOTPIssued
 	}
 	panic(fmt.Sprintf("enrollment: no type name for %T", payload))
 }

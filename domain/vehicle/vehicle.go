@@ -18,12 +18,15 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/consentledger/ledger/domain"
+	"github.com/consentledger/ledger/domain/otp"
 )
 
 // Event type names are wire contracts.
 const (
 	TypeAssociated        = "vehicle.associated.v1"
 	TypeServiceSubscribed = "vehicle.service-subscribed.v1"
+	TypeCarKeyChallenged  = "vehicle.carkey-challenged.v1"
+	TypeCarKeyFailed      = "vehicle.carkey-failed.v1"
 	TypeCarKeyProven      = "vehicle.carkey-proven.v1"
 	TypePropertyRemoved   = "vehicle.property-removed.v1"
 )
@@ -44,11 +47,30 @@ type ServiceSubscribed struct {
 	CarAssociationID uuid.UUID `json:"carAssociationId"`
 }
 
-// CarKeyProven: the account's user showed the code displayed in the car.
+// CarKeyChallenged: a one-time code was shown in the car (sent over the
+// vehicle channel). Only its argon2id hash is kept.
+type CarKeyChallenged struct {
+	VIN       string    `json:"vin"`
+	AccountID uuid.UUID `json:"accountId"`
+	CodeID    uuid.UUID `json:"codeId"`
+	DeviceID  string    `json:"deviceId"`
+	CodeHash  string    `json:"codeHash"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// CarKeyFailed: a wrong code was tried; Burnt when it was one too many.
+type CarKeyFailed struct {
+	CodeID   uuid.UUID `json:"codeId"`
+	Failures int       `json:"failures"`
+	Burnt    bool      `json:"burnt"`
+}
+
+// CarKeyProven: the account's user typed the code displayed in the car.
 type CarKeyProven struct {
 	VIN       string    `json:"vin"`
 	AccountID uuid.UUID `json:"accountId"`
 	DeviceID  string    `json:"deviceId"`
+	CodeID    uuid.UUID `json:"codeId"`
 }
 
 // PropertyRemoved ends the association, its services (carAssociationIDs),
@@ -67,6 +89,10 @@ func Decode(eventType string, data []byte) (any, error) {
 		v = &Associated{}
 	case TypeServiceSubscribed:
 		v = &ServiceSubscribed{}
+	case TypeCarKeyChallenged:
+		v = &CarKeyChallenged{}
+	case TypeCarKeyFailed:
+		v = &CarKeyFailed{}
 	case TypeCarKeyProven:
 		v = &CarKeyProven{}
 	case TypePropertyRemoved:
@@ -87,6 +113,10 @@ func TypeOf(payload any) string {
 		return TypeAssociated
 	case *ServiceSubscribed:
 		return TypeServiceSubscribed
+	case *CarKeyChallenged:
+		return TypeCarKeyChallenged
+	case *CarKeyFailed:
+		return TypeCarKeyFailed
 	case *CarKeyProven:
 		return TypeCarKeyProven
 	case *PropertyRemoved:
@@ -145,23 +175,30 @@ type Vehicle struct {
 	associationID uuid.UUID
 	services      map[string]uuid.UUID
 	carKeyProven  bool
+	codes         otp.Codes // car-key codes: the VIN is their target
 }
 
 // New returns the state of a car the ledger has not seen.
 func New(vin string) *Vehicle { return &Vehicle{vin: vin, services: map[string]uuid.UUID{}} }
 
 // Apply folds one event.
-func (v *Vehicle) Apply(event any, _ time.Time) {
+func (v *Vehicle) Apply(event any, at time.Time) {
 	switch e := event.(type) {
 	case *Associated:
 		v.owner, v.associationID = e.AccountID, e.AssociationID
 	case *ServiceSubscribed:
 		v.services[e.Service] = e.CarAssociationID
+	case *CarKeyChallenged:
+		v.codes.ApplyIssued(otp.Issued{ID: e.CodeID, Purpose: carKeyPurpose, Target: e.VIN, Device: e.DeviceID,
+			Hash: e.CodeHash, ExpiresAt: e.ExpiresAt}, at)
+	case *CarKeyFailed:
+		v.codes.ApplyFailed(otp.Failed{ID: e.CodeID, Failures: e.Failures, Burnt: e.Burnt})
 	case *CarKeyProven:
 		v.carKeyProven = true
+		v.codes.ApplyUsed(otp.Used{ID: e.CodeID})
 	case *PropertyRemoved:
 		v.owner, v.associationID, v.carKeyProven = uuid.Nil, uuid.Nil, false
-		v.services = map[string]uuid.UUID{}
+		v.services, v.codes = map[string]uuid.UUID{}, otp.Codes{}
 	}
 }
 
@@ -213,6 +250,41 @@ func (v *Vehicle) CarAssociation(account, id uuid.UUID) (Service, bool) {
 
 // CarKeyProven reports whether the owner proved holding the key.
 func (v *Vehicle) CarKeyProven() bool { return v.carKeyProven }
+
+const carKeyPurpose = "carKey"
+
+// CarKeyErrors are what car-key codes answer; the rules are those of SMS
+// codes.
+var CarKeyErrors = otp.NewErrors("carkey", "car-key code", "vehicle")
+
+// ChallengeCarKey decides showing a one-time code in the car, for the
+// owner's device to type back.
+func (v *Vehicle) ChallengeCarKey(r otp.Rules, account uuid.UUID, device string, codeID uuid.UUID, code string, now time.Time) ([]any, error) {
+	if !v.OwnedBy(account) {
+		return nil, ErrUnknownVehicle
+	}
+	issued, err := v.codes.Issue(r, codeID, carKeyPurpose, v.vin, device, code, now)
+	if err != nil {
+		return nil, err
+	}
+	return []any{&CarKeyChallenged{VIN: v.vin, AccountID: account, CodeID: issued.ID, DeviceID: device,
+		CodeHash: issued.Hash, ExpiresAt: issued.ExpiresAt}}, nil
+}
+
+// ProveCarKey checks the code typed back; a wrong one is recorded.
+func (v *Vehicle) ProveCarKey(r otp.Rules, account uuid.UUID, device, code string, now time.Time) ([]any, error) {
+	if !v.OwnedBy(account) {
+		return nil, ErrUnknownVehicle
+	}
+	used, failed, err := v.codes.Verify(r, carKeyPurpose, v.vin, device, code, now)
+	if failed != nil {
+		return []any{&CarKeyFailed{CodeID: failed.ID, Failures: failed.Failures, Burnt: failed.Burnt}}, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []any{&CarKeyProven{VIN: v.vin, AccountID: account, DeviceID: device, CodeID: used.ID}}, nil
+}
 
 // RemoveProperty decides the end of the association (the car was sold).
 func (v *Vehicle) RemoveProperty(account uuid.UUID) ([]any, error) {
