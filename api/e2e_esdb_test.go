@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/consentledger/ledger/domain"
 	"github.com/consentledger/ledger/eventstore"
 	"github.com/consentledger/ledger/eventstore/esdbtest"
 )
@@ -18,7 +19,7 @@ func openESDB(t *testing.T, _ string) eventstore.Store {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	store, err := eventstore.OpenESDB(ctx, srv.URL(), eventstore.ESDBOptions{
-		StreamPrefixes: []string{"account-", "email-", "session-", "enrollment-"},
+		StreamPrefixes: domain.StreamPrefixes,
 		Logger:         slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -37,3 +38,5 @@ func TestTwentyFourSignUpsOneEmailOnEventStoreDB(t *testing.T) {
 func TestSeed001ShortcutOnEventStoreDB(t *testing.T) { seed001Shortcut(t, openESDB) }
 
 func TestSeed001FullMethodOnEventStoreDB(t *testing.T) { seed001Full(t, openESDB) }
+
+func TestSeed002StepsOnEventStoreDB(t *testing.T) { seed002Steps(t, openESDB) }

@@ -44,8 +44,10 @@ func (d *device) shortcut(phone, pin string) {
 }
 
 // TestSeed002Steps follows the service-activation tutorial.
-func TestSeed002Steps(t *testing.T) {
-	l := newLedger(t, nil)
+func TestSeed002Steps(t *testing.T) { seed002Steps(t, nil) }
+
+func seed002Steps(t *testing.T, open storeFactory) {
+	l := newLedger(t, open)
 	l.signIn("car@example.com", "phone-1")
 	d := l.device("car@example.com", "phone-1")
 

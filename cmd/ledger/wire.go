@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/consentledger/ledger/domain"
 	"github.com/consentledger/ledger/eventstore"
 	"github.com/consentledger/ledger/migrations"
 	"github.com/consentledger/ledger/projections"
@@ -48,7 +49,7 @@ func openPool(ctx context.Context, cfg config) (*pgxpool.Pool, error) {
 func openStore(ctx context.Context, cfg config, pool *pgxpool.Pool, logger *slog.Logger) (eventstore.Store, error) {
 	if cfg.EventStoreURL != "" {
 		s, err := eventstore.OpenESDB(ctx, cfg.EventStoreURL, eventstore.ESDBOptions{
-			StreamPrefixes: streamPrefixes, Logger: logger,
+			StreamPrefixes: domain.StreamPrefixes, Logger: logger,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("EventStoreDB: %w", err)
@@ -93,8 +94,3 @@ func migrate(ctx context.Context, cfg config, out io.Writer) error {
 	fmt.Fprintf(out, "applied migrations %v; schema is at version %d\n", applied, migrations.Latest())
 	return nil
 }
-
-// streamPrefixes are the streams the ledger writes. The EventStoreDB
-// subscription filters on them server-side, so a log shared with other
-// applications only sends the ledger's events.
-var streamPrefixes = []string{"account-", "email-", "session-", "enrollment-", "vehicle-", "steps-"}
