@@ -29,6 +29,7 @@ type ledger struct {
 	url    string
 	store  eventstore.Store
 	pool   *pgxpool.Pool
+	cmds   *commands.Handler
 	outbox *commands.MemoryOutbox
 	count  func() int // events in the log
 }
@@ -51,7 +52,7 @@ func newLedger(t *testing.T, open storeFactory) *ledger {
 		t.Cleanup(func() { _ = pg.Close() })
 		store = pg
 	}
-	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{}, projections.Enrollment{}, projections.Vehicles{}, projections.Steps{})
+	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{}, projections.Enrollment{}, projections.Vehicles{}, projections.Steps{}, projections.Clients{}, projections.Consents{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()
@@ -66,7 +67,7 @@ func newLedger(t *testing.T, open storeFactory) *ledger {
 	api.Mount(s, api.App{Commands: h, Pool: pool, Store: store, Runner: runner, DevOutbox: outbox})
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &ledger{t: t, url: srv.URL, store: store, pool: pool, outbox: outbox, count: func() int {
+	return &ledger{t: t, url: srv.URL, store: store, pool: pool, cmds: h, outbox: outbox, count: func() int {
 		n := 0
 		after := eventstore.Start
 		for {

@@ -54,6 +54,7 @@ func Mount(s *Server, app App) {
 
 	h.mountSDK()
 	h.mountVehicles(user, admin)
+	h.mountConsents(user, admin)
 
 	if s.Config().Dev && app.DevOutbox != nil {
 		e.GET("/v1/dev/outbox", h.devOutbox)

@@ -8,4 +8,5 @@ var StreamPrefixes = []string{
 	"account-", "email-", "session-", // domain/account
 	"enrollment-",        // domain/enrollment
 	"vehicle-", "steps-", // domain/vehicle
+	"client-", "grant-", // domain/consent
 }

@@ -22,6 +22,8 @@ func allProjections() []projections.Projection {
 		projections.Enrollment{},
 		projections.Vehicles{},
 		projections.Steps{},
+		projections.Clients{},
+		projections.Consents{},
 	}
 }
 
