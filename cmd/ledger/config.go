@@ -53,14 +53,7 @@ func loadConfig() (config, error) {
 	if c.EventStoreURL != "" && !strings.HasPrefix(c.EventStoreURL, "esdb://") && !strings.HasPrefix(c.EventStoreURL, "esdb+discover://") {
 		return c, fmt.Errorf("LEDGER_EVENTSTORE_URL must start with esdb:// or esdb+discover://")
 	}
-	if c.AdminToken == "" {
-		if !c.Dev {
-			return c, fmt.Errorf("LEDGER_ADMIN_TOKEN is required outside dev mode (LEDGER_DEV=true generates one)")
-		}
-		b := make([]byte, 24)
-		_, _ = rand.Read(b)
-		c.AdminToken, c.AdminTokenRandom = base64.RawURLEncoding.EncodeToString(b), true
-	} else if len(c.AdminToken) < 16 {
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		return c, fmt.Errorf("LEDGER_ADMIN_TOKEN must be at least 16 characters")
 	}
 	if c.OutboxWebhookURL != "" && c.OutboxWebhookToken == "" {
@@ -70,6 +63,21 @@ func loadConfig() (config, error) {
 		slog.Warn("no LEDGER_OUTBOX_WEBHOOK_URL: activation e-mails and codes are not delivered")
 	}
 	return c, nil
+}
+
+// adminToken makes sure serve has an admin token: the configured one, or in
+// dev mode a random one (printed at start). Other commands need none.
+func (c *config) adminToken() error {
+	if c.AdminToken != "" {
+		return nil
+	}
+	if !c.Dev {
+		return fmt.Errorf("LEDGER_ADMIN_TOKEN is required outside dev mode (LEDGER_DEV=true generates one)")
+	}
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	c.AdminToken, c.AdminTokenRandom = base64.RawURLEncoding.EncodeToString(b), true
+	return nil
 }
 
 func env(name, def string) string {

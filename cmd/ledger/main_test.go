@@ -97,10 +97,15 @@ func TestServeIsReadyAndStopsOnSIGTERM(t *testing.T) {
 	bin := buildLedger(t)
 	dbURL := dbtest.URL(t)
 	migrate := exec.Command(bin, "migrate")
-	migrate.Env = append(os.Environ(), "LEDGER_DATABASE_URL="+dbURL, "LEDGER_ADMIN_TOKEN=an-operator-chosen-token")
+	migrate.Env = append(os.Environ(), "LEDGER_DATABASE_URL="+dbURL, "LEDGER_ADMIN_TOKEN=", "LEDGER_DEV=")
 	out, err := migrate.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "up to date") {
 		t.Fatalf("migrate on a migrated database: %v\n%s", err, out)
+	}
+	noToken := exec.Command(bin, "serve")
+	noToken.Env = append(os.Environ(), "LEDGER_DATABASE_URL="+dbURL, "LEDGER_ADMIN_TOKEN=", "LEDGER_DEV=")
+	if out, err := noToken.CombinedOutput(); err == nil || !strings.Contains(string(out), "LEDGER_ADMIN_TOKEN is required") {
+		t.Fatalf("serve without an admin token outside dev mode: %v\n%s", err, out)
 	}
 	p := startServe(t, bin, dbURL, freeAddr(t))
 	if !strings.Contains(p.stdout.String(), "dev admin token") || !strings.Contains(p.stdout.String(), p.url) {

@@ -21,6 +21,9 @@ import (
 )
 
 func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) error {
+	if err := cfg.adminToken(); err != nil {
+		return err
+	}
 	pool, store, err := open(ctx, cfg, logger)
 	if err != nil {
 		return err
