@@ -32,31 +32,9 @@ func (h *Handler) OpenSession(ctx context.Context, cmd OpenSession) (OpenSession
 	if err := account.CheckDeviceID(cmd.DeviceID); err != nil {
 		return OpenSessionResult{}, err
 	}
-	email, err := account.NormalizeEmail(cmd.Email)
-	if err != nil {
-		account.BurnPasswordCheck(cmd.Password)
-		return OpenSessionResult{}, account.ErrBadCredentials
-	}
-	owner, _, _, err := h.lookupEmail(ctx, email)
+	a, expected, err := h.checkCredentials(ctx, cmd.Email, cmd.Password)
 	if err != nil {
 		return OpenSessionResult{}, err
-	}
-	a, expected, err := h.loadAccount(ctx, owner)
-	if err != nil {
-		return OpenSessionResult{}, err
-	}
-	if !a.Exists() {
-		account.BurnPasswordCheck(cmd.Password)
-		return OpenSessionResult{}, account.ErrBadCredentials
-	}
-	if err := a.CheckNotLocked(h.Clock.Now()); err != nil {
-		return OpenSessionResult{}, err
-	}
-	if !account.VerifyPassword(cmd.Password, a.PasswordHash()) {
-		return OpenSessionResult{}, h.recordFailedSignIn(ctx, a, expected)
-	}
-	if !a.Activated() {
-		return OpenSessionResult{}, account.ErrNotActivated
 	}
 
 	sessionID := h.newID(ctx, "session")
@@ -79,6 +57,60 @@ func (h *Handler) OpenSession(ctx context.Context, cmd OpenSession) (OpenSession
 	}
 	h.settle(ctx, res.Position)
 	return OpenSessionResult{SessionToken: sessionID.String() + "." + secret, AccountID: a.ID()}, nil
+}
+
+// checkCredentials is the common part of every sign-in: the password
+// checked in constant time (an unknown address costs the same as a wrong
+// password), failures counted on the account's stream, lockout, and
+// activation (told only to the holder of the password).
+func (h *Handler) checkCredentials(ctx context.Context, rawEmail, password string) (*account.Account, eventstore.ExpectedRevision, error) {
+	email, err := account.NormalizeEmail(rawEmail)
+	if err != nil {
+		account.BurnPasswordCheck(password)
+		return nil, eventstore.Any, account.ErrBadCredentials
+	}
+	owner, _, _, err := h.lookupEmail(ctx, email)
+	if err != nil {
+		return nil, eventstore.Any, err
+	}
+	a, expected, err := h.loadAccount(ctx, owner)
+	if err != nil {
+		return nil, eventstore.Any, err
+	}
+	if !a.Exists() {
+		account.BurnPasswordCheck(password)
+		return nil, eventstore.Any, account.ErrBadCredentials
+	}
+	if err := a.CheckNotLocked(h.Clock.Now()); err != nil {
+		return nil, eventstore.Any, err
+	}
+	if !account.VerifyPassword(password, a.PasswordHash()) {
+		return nil, eventstore.Any, h.recordFailedSignIn(ctx, a, expected)
+	}
+	if !a.Activated() {
+		return nil, eventstore.Any, account.ErrNotActivated
+	}
+	return a, expected, nil
+}
+
+// PromptDevice is the device name sign-ins through the hosted consent
+// prompt are recorded under.
+const PromptDevice = "consent-prompt"
+
+// SignInToPrompt signs a person in to the hosted consent prompt: the same
+// checks as any sign-in, recorded, but no bearer session is opened (the
+// prompt keeps its own short-lived flow).
+func (h *Handler) SignInToPrompt(ctx context.Context, email, password string) (uuid.UUID, error) {
+	a, expected, err := h.checkCredentials(ctx, email, password)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	_, err = h.appendEvents(ctx, account.Stream(a.ID()), expected,
+		typed{account.TypeSignedIn, account.SignedIn{AccountID: a.ID(), DeviceID: PromptDevice}})
+	if errors.Is(err, eventstore.ErrWrongExpectedRevision) {
+		return uuid.Nil, account.ErrConcurrentSignIn
+	}
+	return a.ID(), err
 }
 
 // recordFailedSignIn appends the failure, re-reading the stream when a
