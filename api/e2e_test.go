@@ -37,7 +37,11 @@ type ledger struct {
 // storeFactory opens the event log of a test; the PostgreSQL log by default.
 type storeFactory func(t *testing.T, dbURL string) eventstore.Store
 
-func newLedger(t *testing.T, open storeFactory) *ledger {
+func newLedger(t *testing.T, open storeFactory) *ledger { return newLedgerWith(t, open, nil) }
+
+// newLedgerWith lets a test change what is mounted (e.g. the protocol the
+// consent prompt answers through).
+func newLedgerWith(t *testing.T, open storeFactory, configure func(*api.App)) *ledger {
 	t.Helper()
 	pool := dbtest.Pool(t)
 	var store eventstore.Store
@@ -64,7 +68,11 @@ func newLedger(t *testing.T, open storeFactory) *ledger {
 		PasswordParams: account.PasswordParams{Memory: 1024, Time: 1, Threads: 1},
 	})
 	s := api.New(api.Config{Dev: true, AdminToken: adminToken}, api.Deps{Pool: pool})
-	api.Mount(s, api.App{Commands: h, Pool: pool, Store: store, Runner: runner, DevOutbox: outbox})
+	app := api.App{Commands: h, Pool: pool, Store: store, Runner: runner, DevOutbox: outbox}
+	if configure != nil {
+		configure(&app)
+	}
+	api.Mount(s, app)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return &ledger{t: t, url: srv.URL, store: store, pool: pool, cmds: h, outbox: outbox, count: func() int {

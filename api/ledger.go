@@ -26,11 +26,15 @@ type App struct {
 	Store     eventstore.Store
 	Runner    *projections.Runner
 	DevOutbox *commands.MemoryOutbox // dev mode only
+	// Authorize is the OAuth2 protocol the consent prompt answers through;
+	// nil serves no prompt.
+	Authorize AuthorizeProtocol
 }
 
 type handlers struct {
 	App
 	server     *Server
+	authorize  AuthorizeProtocol
 	rebuilding sync.Map // projection name → struct{}
 }
 
@@ -55,6 +59,10 @@ func Mount(s *Server, app App) {
 	h.mountSDK()
 	h.mountVehicles(user, admin)
 	h.mountConsents(user, admin)
+	if app.Authorize != nil {
+		h.authorize = app.Authorize
+		h.mountPrompt()
+	}
 
 	if s.Config().Dev && app.DevOutbox != nil {
 		e.GET("/v1/dev/outbox", h.devOutbox)

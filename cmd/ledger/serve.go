@@ -122,6 +122,9 @@ func purgeIdempotencyKeys(ctx context.Context, server *api.Server, logger *slog.
 			} else if n > 0 {
 				logger.Info("purged idempotency keys", "count", n)
 			}
+			if _, err := server.PurgePromptFlows(ctx); err != nil {
+				logger.Warn("purging expired consent-prompt flows failed", "error", err)
+			}
 		}
 	}
 }
