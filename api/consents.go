@@ -26,6 +26,7 @@ type clientRequest struct {
 	GrantTypes      []string `json:"grantTypes"`
 	ImplicitAllowed bool     `json:"implicitAllowed"`
 	Public          bool     `json:"public"`
+	WebhookURL      string   `json:"webhookUrl"`
 }
 
 // registerClient answers the client secret once; only its hash is kept.
@@ -39,7 +40,7 @@ func (h *handlers) registerClient(c echo.Context) error {
 		return err
 	}
 	out := map[string]any{"clientId": id, "name": req.Name, "redirectUris": req.RedirectURIs, "scopes": req.Scopes,
-		"public": req.Public, "implicitAllowed": req.ImplicitAllowed}
+		"public": req.Public, "implicitAllowed": req.ImplicitAllowed, "webhookUrl": req.WebhookURL}
 	if secret != "" {
 		out["clientSecret"] = secret
 	}

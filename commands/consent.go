@@ -21,6 +21,7 @@ type RegisterClient struct {
 	GrantTypes      []string
 	ImplicitAllowed bool
 	Public          bool
+	WebhookURL      string
 }
 
 // RegisterClient records a client; a confidential client's secret is
@@ -32,7 +33,7 @@ func (h *Handler) RegisterClient(ctx context.Context, cmd RegisterClient) (id uu
 		secret = account.NewSecret()
 		hash = account.HashToken(secret)
 	}
-	reg, err := consent.NewClientRegistration(id, cmd.Name, cmd.RedirectURIs, cmd.Scopes, cmd.GrantTypes, cmd.ImplicitAllowed, cmd.Public, hash)
+	reg, err := consent.NewClientRegistration(id, cmd.Name, cmd.RedirectURIs, cmd.Scopes, cmd.GrantTypes, cmd.ImplicitAllowed, cmd.Public, hash, cmd.WebhookURL)
 	if err != nil {
 		return uuid.Nil, "", err
 	}

@@ -53,6 +53,9 @@ type ClientRegistered struct {
 	ImplicitAllowed bool      `json:"implicitAllowed"`
 	Public          bool      `json:"public"`
 	SecretHash      string    `json:"secretHash,omitempty"`
+	// WebhookURL receives the client's signed notifications
+	// (consent.granted, consent.revoked, token.revoked); empty: none.
+	WebhookURL string `json:"webhookUrl,omitempty"`
 }
 
 // ClientSecretRotated replaces the secret; the old one stops working.
@@ -155,7 +158,7 @@ var (
 // NewClientRegistration validates what an admin registers. Redirect URIs
 // are matched exactly later, so they must be absolute, without fragment,
 // and https except for loopback development hosts.
-func NewClientRegistration(id uuid.UUID, name string, redirectURIs, scopes, grantTypes []string, implicit, public bool, secretHash string) (*ClientRegistered, error) {
+func NewClientRegistration(id uuid.UUID, name string, redirectURIs, scopes, grantTypes []string, implicit, public bool, secretHash, webhookURL string) (*ClientRegistered, error) {
 	name = strings.TrimSpace(name)
 	if name == "" || len(name) > 200 {
 		return nil, domain.Invalidf("invalid_client_metadata", "name must be 1 to 200 characters")
@@ -191,8 +194,13 @@ func NewClientRegistration(id uuid.UUID, name string, redirectURIs, scopes, gran
 	if slices.Contains(scopes, ScopeAccountsCreate) && !slices.Contains(grantTypes, "client_credentials") {
 		return nil, domain.Invalidf("invalid_client_metadata", "accounts:create needs the client_credentials grant")
 	}
+	if webhookURL != "" {
+		if err := checkRedirectURI(webhookURL); err != nil {
+			return nil, domain.Invalidf("invalid_client_metadata", "webhookUrl must be an absolute https URL (http only on loopback)")
+		}
+	}
 	return &ClientRegistered{ClientID: id, Name: name, RedirectURIs: redirectURIs, Scopes: scopes,
-		GrantTypes: grantTypes, ImplicitAllowed: implicit, Public: public, SecretHash: secretHash}, nil
+		GrantTypes: grantTypes, ImplicitAllowed: implicit, Public: public, SecretHash: secretHash, WebhookURL: webhookURL}, nil
 }
 
 func checkRedirectURI(raw string) error {
