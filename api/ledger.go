@@ -191,10 +191,12 @@ func (h *handlers) me(c echo.Context) error {
 		Status      string     `json:"status"`
 		CreatedAt   time.Time  `json:"createdAt"`
 		ActivatedAt *time.Time `json:"activatedAt,omitempty"`
+		// ProvisionedBy is the partner client that created the account.
+		ProvisionedBy *string `json:"provisionedBy,omitempty"`
 	}
 	err := h.Pool.QueryRow(c.Request().Context(), `
-		SELECT account_id::text, email, status, created_at, activated_at FROM accounts WHERE account_id = $1`,
-		session(c).AccountID()).Scan(&out.AccountID, &out.Email, &out.Status, &out.CreatedAt, &out.ActivatedAt)
+		SELECT account_id::text, email, status, created_at, activated_at, provisioned_by::text FROM accounts WHERE account_id = $1`,
+		session(c).AccountID()).Scan(&out.AccountID, &out.Email, &out.Status, &out.CreatedAt, &out.ActivatedAt, &out.ProvisionedBy)
 	if err != nil {
 		return unavailable("the account read model is not ready", err)
 	}

@@ -266,3 +266,31 @@ func TestIdempotencyKeyMakesRegistrationRetrySafe(t *testing.T) {
 		t.Fatalf("the retry appended %d events", f.eventCount(t)-n)
 	}
 }
+
+func TestProvisionedAccountWaitsForTheNotice(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	partner, other := uuid.New(), uuid.New()
+	id, _, err := f.h.ProvisionAccount(ctx, commands.ProvisionAccount{ClientID: partner, Email: "doc@example.com",
+		Password: password, FirstName: "Doc", LastName: "Test", Username: "doctest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Active at once: the person can sign in with what the partner passed.
+	if s, err := f.h.OpenSession(ctx, commands.OpenSession{Email: "doc@example.com", Password: password, DeviceID: "d"}); err != nil || s.AccountID != id {
+		t.Fatalf("sign-in of a provisioned account: %v", err)
+	}
+	if _, _, err := f.h.ProvisionAccount(ctx, commands.ProvisionAccount{ClientID: partner, Email: "doc@example.com", Password: password}); !errors.Is(err, account.ErrEmailTaken) {
+		t.Fatalf("provisioning a taken address: %v", err)
+	}
+	if err := f.h.ConfirmNotice(ctx, other, id); !errors.Is(err, account.ErrNotProvisionedByClient) {
+		t.Fatalf("another client confirmed the notice: %v", err)
+	}
+	if err := f.h.ConfirmNotice(ctx, partner, id); err != nil {
+		t.Fatal(err)
+	}
+	n := f.eventCount(t)
+	if err := f.h.ConfirmNotice(ctx, partner, id); err != nil || f.eventCount(t) != n {
+		t.Fatalf("confirming again appended or failed: %v", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -95,3 +96,62 @@ func (h *Handler) reserveEmail(ctx context.Context, email string, id uuid.UUID) 
 	}
 	return err
 }
+
+// ProvisionAccount is a partner creating an account for a person (seed
+// 003, scenario 1): the account is active at once, recorded as provisioned
+// by that client, and "notice pending" until the partner confirms it told
+// the person who holds their data.
+type ProvisionAccount struct {
+	ClientID  uuid.UUID
+	Email     string
+	Password  string
+	FirstName string
+	LastName  string
+	Username  string
+}
+
+// ProvisionAccount reserves the address like any sign-up, then appends the
+// account's registration, activation and provisioning at once.
+func (h *Handler) ProvisionAccount(ctx context.Context, cmd ProvisionAccount) (uuid.UUID, time.Time, error) {
+	email, err := account.NormalizeEmail(cmd.Email)
+	if err != nil {
+		return uuid.Nil, time.Time{}, err
+	}
+	if err := account.CheckPassword(cmd.Password, email); err != nil {
+		return uuid.Nil, time.Time{}, err
+	}
+	for _, f := range []string{cmd.FirstName, cmd.LastName, cmd.Username} {
+		if len(f) > 200 {
+			return uuid.Nil, time.Time{}, account.ErrNameTooLong
+		}
+	}
+	id := h.newID(ctx, "account")
+	if err := h.reserveEmail(ctx, email, id); err != nil {
+		return uuid.Nil, time.Time{}, err
+	}
+	now := h.Clock.Now()
+	res, err := h.appendEvents(ctx, account.Stream(id), eventstore.NoStream,
+		typed{account.TypeRegistered, account.Registered{AccountID: id, Email: email,
+			PasswordHash: account.HashPassword(cmd.Password, h.PasswordParams), ActivationExpiresAt: now}},
+		typed{account.TypeActivated, account.Activated{AccountID: id}},
+		typed{account.TypeProvisioned, account.Provisioned{AccountID: id, ClientID: cmd.ClientID,
+			FirstName: cmd.FirstName, LastName: cmd.LastName, Username: cmd.Username}})
+	if err != nil {
+		return uuid.Nil, time.Time{}, fmt.Errorf("provision account: %w", err)
+	}
+	h.settle(ctx, res.Position)
+	return id, now, nil
+}
+
+// ConfirmNotice records the provisioning partner's confirmation.
+func (h *Handler) ConfirmNotice(ctx context.Context, client, accountID uuid.UUID) error {
+	return decide(ctx, h, account.Stream(accountID), accountArea, func() *timedAccount { return &timedAccount{} },
+		func(a *timedAccount, _ time.Time) ([]any, error) { return a.GiveNotice(client) })
+}
+
+var accountArea = area{decode: account.Decode, typeOf: account.TypeOf}
+
+// timedAccount adapts the account's fold to decide's signature.
+type timedAccount struct{ account.Account }
+
+func (a *timedAccount) Apply(event any, _ time.Time) { a.Account.Apply(event) }

@@ -18,7 +18,9 @@ func (Accounts) Name() string     { return "accounts" }
 func (Accounts) Tables() []string { return []string{"accounts"} }
 
 func (Accounts) Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEvent) error {
-	if ev.Type != account.TypeRegistered && ev.Type != account.TypeActivated {
+	switch ev.Type {
+	case account.TypeRegistered, account.TypeActivated, account.TypeProvisioned, account.TypeNoticeGiven:
+	default:
 		return nil
 	}
 	payload, err := account.Decode(ev.Type, ev.Data)
@@ -39,6 +41,11 @@ func (Accounts) Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEven
 		if err == nil && tag.RowsAffected() != 1 {
 			err = fmt.Errorf("activation of unknown account %s", e.AccountID)
 		}
+	case *account.Provisioned:
+		_, err = tx.Exec(ctx, `UPDATE accounts SET provisioned_by = $2, notice_pending = true, updated_at = $3
+			WHERE account_id = $1`, e.AccountID, e.ClientID, at)
+	case *account.NoticeGiven:
+		_, err = tx.Exec(ctx, `UPDATE accounts SET notice_pending = false, updated_at = $2 WHERE account_id = $1`, e.AccountID, at)
 	}
 	return err
 }

@@ -33,6 +33,7 @@ var (
 	ErrActivationExpired = domain.New(domain.KindInvalid, "activation_token_expired", "the activation token has expired")
 	ErrAlreadyActivated  = domain.New(domain.KindConflict, "account_already_activated", "the account is already activated")
 	ErrConcurrentSignIn  = domain.New(domain.KindConflict, "concurrent_sign_in", "another sign-in of this account happened at the same moment; try again")
+	ErrNameTooLong       = domain.Invalidf("invalid_field", "names are at most 200 characters")
 	ErrInvalidSession    = domain.New(domain.KindUnauthenticated, "invalid_session", "the session token is missing, unknown, expired or closed")
 )
 
@@ -111,6 +112,8 @@ type Account struct {
 	activated            bool
 	failuresInRow        int
 	lockedUntil          time.Time
+	provisionedBy        uuid.UUID
+	noticeGiven          bool
 }
 
 // Apply folds one event into the state.
@@ -123,6 +126,10 @@ func (a *Account) Apply(event any) {
 		a.activated = true
 	case *SignedIn:
 		a.failuresInRow, a.lockedUntil = 0, time.Time{}
+	case *Provisioned:
+		a.provisionedBy = e.ClientID
+	case *NoticeGiven:
+		a.noticeGiven = true
 	case *SignInFailed:
 		a.failuresInRow = e.FailuresInRow
 		if e.LockedUntil != nil {
@@ -150,6 +157,22 @@ func (a *Account) Activate(secretHash string, now time.Time) (*Activated, error)
 		return nil, ErrActivationExpired
 	}
 	return &Activated{AccountID: a.id}, nil
+}
+
+// ErrNotProvisionedByClient: only the partner that created an account
+// confirms its notice.
+var ErrNotProvisionedByClient = domain.New(domain.KindNotFound, "unknown_account", "this client did not create such an account")
+
+// GiveNotice decides the provisioning partner's confirmation that it told
+// the person; confirming again changes nothing.
+func (a *Account) GiveNotice(client uuid.UUID) ([]any, error) {
+	if !a.Exists() || a.provisionedBy == uuid.Nil || a.provisionedBy != client {
+		return nil, ErrNotProvisionedByClient
+	}
+	if a.noticeGiven {
+		return nil, nil
+	}
+	return []any{&NoticeGiven{AccountID: a.id, ClientID: client}}, nil
 }
 
 // CheckNotLocked refuses sign-in while a lockout runs.

@@ -28,6 +28,8 @@ const (
 	TypeSignInFailed  = "account.sign-in-failed.v1"
 	TypeSessionOpened = "account.session-opened.v1"
 	TypeSessionClosed = "account.session-closed.v1"
+	TypeProvisioned   = "account.provisioned-by-partner.v1"
+	TypeNoticeGiven   = "account.partner-notice-given.v1"
 )
 
 // Stream names.
@@ -94,6 +96,23 @@ type SessionClosed struct {
 	Reason    string    `json:"reason"`
 }
 
+// Provisioned: a partner created the account (seed 003, scenario 1). The
+// partner must tell the person who holds their data; until it confirms, the
+// account is "notice pending".
+type Provisioned struct {
+	AccountID uuid.UUID `json:"accountId"`
+	ClientID  uuid.UUID `json:"clientId"`
+	FirstName string    `json:"firstName,omitempty"`
+	LastName  string    `json:"lastName,omitempty"`
+	Username  string    `json:"username,omitempty"`
+}
+
+// NoticeGiven: the provisioning partner confirmed it told the person.
+type NoticeGiven struct {
+	AccountID uuid.UUID `json:"accountId"`
+	ClientID  uuid.UUID `json:"clientId"`
+}
+
 // Decode turns a stored event of this area into its payload. The table is
 // explicit so that renaming a Go type never changes what is stored.
 func Decode(eventType string, data []byte) (any, error) {
@@ -113,6 +132,10 @@ func Decode(eventType string, data []byte) (any, error) {
 		v = &SessionOpened{}
 	case TypeSessionClosed:
 		v = &SessionClosed{}
+	case TypeProvisioned:
+		v = &Provisioned{}
+	case TypeNoticeGiven:
+		v = &NoticeGiven{}
 	default:
 		return nil, fmt.Errorf("account: unknown event type %q", eventType)
 	}
@@ -124,3 +147,28 @@ func Decode(eventType string, data []byte) (any, error) {
 
 // Handles reports whether an event type belongs to this area.
 func Handles(eventType string) bool { return strings.HasPrefix(eventType, "account.") }
+
+// TypeOf returns the type name of a payload.
+func TypeOf(payload any) string {
+	switch payload.(type) {
+	case *EmailReserved:
+		return TypeEmailReserved
+	case *Registered:
+		return TypeRegistered
+	case *Activated:
+		return TypeActivated
+	case *SignedIn:
+		return TypeSignedIn
+	case *SignInFailed:
+		return TypeSignInFailed
+	case *SessionOpened:
+		return TypeSessionOpened
+	case *SessionClosed:
+		return TypeSessionClosed
+	case *Provisioned:
+		return TypeProvisioned
+	case *NoticeGiven:
+		return TypeNoticeGiven
+	}
+	panic(fmt.Sprintf("account: no type name for %T", payload))
+}
