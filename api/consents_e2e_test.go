@@ -115,3 +115,40 @@ func TestUserSeesAndRevokesConsents(t *testing.T) {
 	}
 	l.rebuildGivesTheSameRows(projections.Consents{}, projections.Clients{})
 }
+
+// RemoveProperty of the only car a grant covers ends the grant; a grant
+// that still covers another car of the account stays.
+func TestRemovePropertyEndsPartnerAccess(t *testing.T) {
+	l := newLedger(t, nil)
+	clientA := uuid.MustParse(l.registerClient(map[string]any{"name": "A", "redirectUris": []string{"https://a.example/cb"},
+		"scopes": []string{"vehicle:status"}}).want(t, 201, "").body["clientId"].(string))
+	clientB := uuid.MustParse(l.registerClient(map[string]any{"name": "B", "redirectUris": []string{"https://b.example/cb"},
+		"scopes": []string{"vehicle:status"}}).want(t, 201, "").body["clientId"].(string))
+	l.signIn("sold@example.com", "p")
+	d := l.device("sold@example.com", "p")
+	accountID := uuid.MustParse(d.rest("GET", "/v1/me", "", 200, "").body["accountId"].(string))
+	const second = "WVWZZZ1JZXW000001"
+	d.rest("POST", "/v1/vehicles", js(map[string]string{"vin": vin}), 201, "")
+	d.rest("POST", "/v1/vehicles", js(map[string]string{"vin": second}), 201, "")
+	ctx := context.Background()
+	for client, vins := range map[uuid.UUID][]string{clientA: {vin}, clientB: {vin, second}} {
+		if _, err := l.cmds.DecideConsent(ctx, commands.ConsentDecision{AccountID: accountID, ClientID: client, Accept: true,
+			Scopes: []string{"vehicle:status"}, VINs: vins, NoticeVersion: "1", CollectionMethod: "hosted-consent-prompt"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.ok("/pims/set", vehicleAPI, map[string]any{"action": "removeProperty", "vin": vin})
+	status := map[string]any{}
+	for _, g := range d.rest("GET", "/v1/me/consents", "", 200, "").body["consents"].([]any) {
+		status[g.(map[string]any)["clientName"].(string)] = g.(map[string]any)["status"]
+	}
+	if status["A"] != "revoked" || status["B"] != "granted" {
+		t.Fatalf("after RemoveProperty: %v", status)
+	}
+	d.rest("DELETE", "/v1/vehicles/"+second, "", 204, "")
+	for _, g := range d.rest("GET", "/v1/me/consents", "", 200, "").body["consents"].([]any) {
+		if g.(map[string]any)["status"] != "revoked" {
+			t.Fatalf("a grant outlived every car it covered: %v", g)
+		}
+	}
+}

@@ -372,5 +372,5 @@ func (h *handlers) sdkVehicle(s *sdkCall) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nil, h.Commands.RemoveProperty(s.ctx, s.account, vin)
+	return nil, h.removeProperty(s.ctx, s.account, vin)
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/consentledger/ledger/domain"
+	"github.com/consentledger/ledger/domain/consent"
 	"github.com/consentledger/ledger/domain/vehicle"
 )
 
@@ -93,10 +95,39 @@ func (h *handlers) listVehicles(c echo.Context) error {
 }
 
 func (h *handlers) removeVehicle(c echo.Context) error {
-	if err := h.Commands.RemoveProperty(c.Request().Context(), session(c).AccountID(), c.Param("vin")); err != nil {
+	if err := h.removeProperty(c.Request().Context(), session(c).AccountID(), c.Param("vin")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+// removeProperty is RemoveProperty (the car was sold) and its end of
+// partner access: every grant of the account that covered this car and no
+// car still associated is revoked before the call returns, so a partner's
+// next introspection already says inactive. Grants still covering another
+// of the account's cars stay.
+func (h *handlers) removeProperty(ctx context.Context, accountID uuid.UUID, rawVIN string) error {
+	if err := h.Commands.RemoveProperty(ctx, accountID, rawVIN); err != nil {
+		return err
+	}
+	vin := strings.ToUpper(strings.TrimSpace(rawVIN))
+	rows, err := h.Pool.Query(ctx, `
+		SELECT g.client_id FROM consents g
+		WHERE g.account_id = $1 AND g.status = 'granted' AND $2 = ANY (g.vins)
+		  AND NOT EXISTS (SELECT 1 FROM vehicles v WHERE v.account_id = g.account_id AND v.vin = ANY (g.vins))`, accountID, vin)
+	if err != nil {
+		return err
+	}
+	clients, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return err
+	}
+	for _, client := range clients {
+		if err := h.Commands.RevokeAccess(ctx, accountID, client, "property-removed"); err != nil && !errors.Is(err, consent.ErrNoGrant) {
+			return err
+		}
+	}
+	return nil
 }
 
 func (h *handlers) subscribeService(c echo.Context) error {
