@@ -63,8 +63,10 @@ func TestAdminRegistersClients(t *testing.T) {
 	}
 }
 
-func TestUserSeesAndRevokesConsents(t *testing.T) {
-	l := newLedger(t, nil)
+func TestUserSeesAndRevokesConsents(t *testing.T) { userSeesAndRevokesConsents(t, nil) }
+
+func userSeesAndRevokesConsents(t *testing.T, open storeFactory) {
+	l := newLedger(t, open)
 	clientID := uuid.MustParse(l.registerClient(map[string]any{"name": "Fleet App", "redirectUris": []string{"https://fleet.example/cb"},
 		"scopes": []string{"account:profile", "vehicle:status", "vehicle:remote"}}).want(t, 201, "").body["clientId"].(string))
 	l.signIn("user@example.com", "p")
@@ -118,8 +120,10 @@ func TestUserSeesAndRevokesConsents(t *testing.T) {
 
 // RemoveProperty of the only car a grant covers ends the grant; a grant
 // that still covers another car of the account stays.
-func TestRemovePropertyEndsPartnerAccess(t *testing.T) {
-	l := newLedger(t, nil)
+func TestRemovePropertyEndsPartnerAccess(t *testing.T) { removePropertyEndsPartnerAccess(t, nil) }
+
+func removePropertyEndsPartnerAccess(t *testing.T, open storeFactory) {
+	l := newLedger(t, open)
 	clientA := uuid.MustParse(l.registerClient(map[string]any{"name": "A", "redirectUris": []string{"https://a.example/cb"},
 		"scopes": []string{"vehicle:status"}}).want(t, 201, "").body["clientId"].(string))
 	clientB := uuid.MustParse(l.registerClient(map[string]any{"name": "B", "redirectUris": []string{"https://b.example/cb"},

@@ -40,3 +40,11 @@ func TestSeed001ShortcutOnEventStoreDB(t *testing.T) { seed001Shortcut(t, openES
 func TestSeed001FullMethodOnEventStoreDB(t *testing.T) { seed001Full(t, openESDB) }
 
 func TestSeed002StepsOnEventStoreDB(t *testing.T) { seed002Steps(t, openESDB) }
+
+func TestConsentsOnEventStoreDB(t *testing.T) { userSeesAndRevokesConsents(t, openESDB) }
+
+func TestRemovePropertyEndsPartnerAccessOnEventStoreDB(t *testing.T) {
+	removePropertyEndsPartnerAccess(t, openESDB)
+}
+
+func TestConsentPromptJourneyOnEventStoreDB(t *testing.T) { consentPromptJourney(t, openESDB) }

@@ -97,9 +97,11 @@ func (b *browser) shows(want string) *browser {
 	return b
 }
 
-func TestConsentPromptJourney(t *testing.T) {
+func TestConsentPromptJourney(t *testing.T) { consentPromptJourney(t, nil) }
+
+func consentPromptJourney(t *testing.T, open storeFactory) {
 	fake := &fakeProtocol{name: "Fleet App", redirect: "https://fleet.example/cb"}
-	l := newLedgerWith(t, nil, func(app *api.App) { app.Authorize = fake })
+	l := newLedgerWith(t, open, func(app *api.App) { app.Authorize = fake })
 	fake.client = uuid.MustParse(l.registerClient(map[string]any{"name": "Fleet App", "redirectUris": []string{fake.redirect},
 		"scopes": []string{"account:profile", "vehicle:status"}}).want(t, 201, "").body["clientId"].(string))
 	authorize := "/oauth2/authorize?" + url.Values{"client_id": {fake.client.String()}, "redirect_uri": {fake.redirect},
