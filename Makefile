@@ -26,7 +26,7 @@ ENSURE_POSTGRES ?= .ci/ensure-postgres
 # The database `make run` and `make migrate` use; it is created when missing.
 LEDGER_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/ledger?sslmode=disable
 
-.PHONY: build run migrate database ensure-postgres test bench fmt vet lint clean
+.PHONY: build run migrate database ensure-postgres ensure-chromium test bench fmt vet lint clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/ledger
@@ -61,7 +61,13 @@ database: ensure-postgres
 ensure-postgres:
 	@$(ENSURE_POSTGRES)
 
-test: ensure-postgres
+# Installs Debian's chromium for the browser tests when it is missing. Set to
+# `true` to skip (the browser tests then skip too, except under CI).
+ENSURE_CHROMIUM ?= .ci/ensure-chromium
+ensure-chromium:
+	@$(ENSURE_CHROMIUM)
+
+test: ensure-postgres ensure-chromium
 	$(GO) vet $(PKGS)
 	$(GO) test $(RACE) -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS)
 

@@ -383,7 +383,13 @@ func (h *handlers) promptRender(c echo.Context, f *promptFlow, req PromptRequest
 	}
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	c.Response().Header().Set("X-Frame-Options", "DENY")
-	c.Response().Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	// form-action also governs the redirect that answers a form post, so
+	// the (already validated, registered) redirect URI's origin is allowed.
+	formAction := "'self'"
+	if u, err := url.Parse(f.query.Get("redirect_uri")); err == nil && u.Scheme != "" && u.Host != "" {
+		formAction += " " + u.Scheme + "://" + u.Host
+	}
+	c.Response().Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action "+formAction+"; frame-ancestors 'none'")
 	c.Response().Header().Set(echo.HeaderContentType, echo.MIMETextHTMLCharsetUTF8)
 	c.Response().WriteHeader(http.StatusOK)
 	return promptPage.Execute(c.Response(), p)

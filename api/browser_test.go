@@ -1,0 +1,148 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/google/uuid"
+
+	"github.com/consentledger/ledger/api"
+)
+
+// chromiumPath finds Debian's chromium (make test installs it). Without it
+// the browser tests skip, except under CI where they must run.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("chromium is not installed (make test installs it with .ci/ensure-chromium)")
+	}
+	t.Skip("chromium is not installed: run .ci/ensure-chromium")
+	return ""
+}
+
+// headless starts a browser the way this machine allows: no sandbox as
+// root, and no background networking (only loopback is reachable here).
+func headless(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(412, 915), // a phone
+	)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
+	t.Cleanup(func() { cancelTimeout(); cancel(); cancelAlloc() })
+	return ctx
+}
+
+// docsDir is the repository's docs/ folder.
+func docsDir(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "docs")
+}
+
+// TestPromptInABrowser drives the consent prompt in headless Chromium:
+// sign in, consent, and the partner's callback receives the answer; then
+// the decline path.
+func TestPromptInABrowser(t *testing.T) {
+	browserCtx := headless(t)
+
+	callbacks := make(chan url.Values, 4)
+	partner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		callbacks <- r.URL.Query()
+		_, _ = w.Write([]byte("<!doctype html><title>partner</title><p>back at the partner"))
+	}))
+	defer partner.Close()
+
+	fake := &fakeProtocol{name: "Fleet App", redirect: partner.URL + "/cb"}
+	l := newLedgerWith(t, nil, func(app *api.App) { app.Authorize = fake })
+	fake.client = uuid.MustParse(l.registerClient(map[string]any{"name": "Fleet App", "redirectUris": []string{fake.redirect},
+		"scopes": []string{"account:profile"}}).want(t, 201, "").body["clientId"].(string))
+	l.signIn("web@example.com", "phone")
+	authorize := l.url + "/oauth2/authorize?" + url.Values{"client_id": {fake.client.String()}, "redirect_uri": {fake.redirect},
+		"response_type": {"code"}, "scope": {"account:profile"}, "state": {"xyz"}}.Encode()
+
+	signIn := func(password string) chromedp.Tasks {
+		return chromedp.Tasks{
+			chromedp.Navigate(authorize),
+			chromedp.WaitVisible(`#email`, chromedp.ByQuery),
+			chromedp.SendKeys(`#email`, "web@example.com", chromedp.ByQuery),
+			chromedp.SendKeys(`#password`, password, chromedp.ByQuery),
+			chromedp.Click(`button[type=submit]`, chromedp.ByQuery),
+		}
+	}
+
+	// A wrong password shows an error on the sign-in page.
+	var alert string
+	if err := chromedp.Run(browserCtx, signIn("Wrong-Password-1"),
+		chromedp.Text(`[role=alert]`, &alert, chromedp.ByQuery)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(alert, "email or password is wrong") {
+		t.Fatalf("alert %q", alert)
+	}
+
+	// The right one leads to the consent page; accept.
+	var title string
+	var shot []byte
+	if err := chromedp.Run(browserCtx, signIn(pw),
+		chromedp.WaitVisible(`button[value=accept]`, chromedp.ByQuery),
+		chromedp.Title(&title),
+		chromedp.FullScreenshot(&shot, 100), // 100: PNG
+		chromedp.Click(`button[value=accept]`, chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if title != "Fleet App asks for access" {
+		t.Fatalf("title %q", title)
+	}
+	if err := os.MkdirAll(docsDir(t), 0o755); err == nil {
+		_ = os.WriteFile(filepath.Join(docsDir(t), "consent-prompt.png"), shot, 0o644)
+	}
+	select {
+	case q := <-callbacks:
+		if !strings.HasPrefix(q.Get("code"), "for-") || q.Get("state") != "xyz" {
+			t.Fatalf("callback %v", q)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the partner's callback was never reached")
+	}
+
+	// Decline: the partner hears access_denied.
+	if err := chromedp.Run(browserCtx, signIn(pw),
+		chromedp.WaitVisible(`button[value=deny]`, chromedp.ByQuery),
+		chromedp.Click(`button[value=deny]`, chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case q := <-callbacks:
+		if q.Get("error") != "access_denied" || q.Get("state") != "xyz" {
+			t.Fatalf("callback %v", q)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the partner's callback was never reached after declining")
+	}
+}
