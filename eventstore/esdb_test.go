@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"reflect"
 	"testing"
 	"time"
@@ -40,6 +41,76 @@ func TestESDBContract(t *testing.T) {
 		},
 		IDsCheckedOnlyAtExpectedPlace: true,
 	})
+}
+
+// TestESDBContractOnRealServer runs the contract suite against the
+// EventStoreDB at LEDGER_TEST_ESDB_URL, so that what the double claims is
+// checked against the server itself, for example the 24.10 node of
+// docker-compose.yml:
+//
+//	LEDGER_TEST_ESDB_URL='esdb://127.0.0.1:2113?tls=false' go test -run RealServer ./eventstore
+//
+// The suite expects every case to start on an empty log, and a real server
+// keeps what earlier cases and runs wrote. Each case therefore sees the
+// server through freshView: only the suite's streams, from the head at the
+// start of the case on. The server's own events are left out by the adapter
+// as always. Use a server that no other test run writes "test-" streams to
+// at the same time.
+func TestESDBContractOnRealServer(t *testing.T) {
+	url := os.Getenv("LEDGER_TEST_ESDB_URL")
+	if url == "" {
+		t.Skip("LEDGER_TEST_ESDB_URL is not set: no real EventStoreDB to test against")
+	}
+	storetest.Run(t, storetest.Config{
+		New: func(t *testing.T) eventstore.Store {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			s, err := eventstore.OpenESDB(ctx, url, eventstore.ESDBOptions{
+				StreamPrefixes: []string{"test-"},
+				Logger:         slog.New(slog.DiscardHandler),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			origin, err := s.Head(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return freshView{Store: s, origin: origin}
+		},
+		IDsCheckedOnlyAtExpectedPlace: true,
+	})
+}
+
+// freshView shows a log as if it began after origin: reading or
+// subscribing from Start begins after origin, and a head at origin is
+// Start. Positions past origin are the server's own, unchanged.
+type freshView struct {
+	eventstore.Store
+	origin eventstore.Position
+}
+
+func (v freshView) ReadAll(ctx context.Context, after eventstore.Position, max int) ([]eventstore.RecordedEvent, error) {
+	if after.Less(v.origin) {
+		after = v.origin
+	}
+	return v.Store.ReadAll(ctx, after, max)
+}
+
+func (v freshView) SubscribeAll(ctx context.Context, after eventstore.Position) (eventstore.Subscription, error) {
+	if after.Less(v.origin) {
+		after = v.origin
+	}
+	return v.Store.SubscribeAll(ctx, after)
+}
+
+func (v freshView) Head(ctx context.Context) (eventstore.Position, error) {
+	h, err := v.Store.Head(ctx)
+	if err != nil || v.origin.Less(h) {
+		return h, err
+	}
+	return eventstore.Start, nil
 }
 
 func esdbCtx(t *testing.T) context.Context {

@@ -50,6 +50,13 @@ type Config struct {
 	// StepsClients refresh a steps list by stepsID over HTTP for Duration
 	// (0 skips the row).
 	StepsClients int
+	// ESDBWriters append single events through the EventStoreDB adapter to
+	// the in-process double of eventstore/esdbtest, one row per count, each
+	// for ESDBDuration after Warmup (0 skips the rows). They measure the
+	// adapter and the client library, not an EventStoreDB server, of which
+	// none can be assumed where the benchmark runs.
+	ESDBWriters  []int
+	ESDBDuration time.Duration
 	// Progress receives a line per finished cell (nil: nowhere), so a long
 	// run is visibly alive and its details (raw latencies) are not lost.
 	Progress io.Writer
@@ -68,6 +75,8 @@ func DefaultConfig() Config {
 		EnrollClients:  8,
 		EnrollAccounts: 400,
 		StepsClients:   32,
+		ESDBWriters:    []int{1, 8},
+		ESDBDuration:   3 * time.Second,
 	}
 }
 
@@ -228,7 +237,22 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 				r.clients, r.perSecond(), ms(r.lat.percentile(50)), ms(r.lat.percentile(99)))
 		}
 	}
-	writeReport(out, cfg, facts, cells, subs, enroll, steps)
+	// Last, so that the double's memory (it keeps every event) weighs on
+	// no measurement of the PostgreSQL log.
+	esdbRows, err := measureESDB(ctx, cfg, logger, progress)
+	if err != nil {
+		return err
+	}
+	if len(esdbRows) == 0 {
+		writeReport(out, cfg, facts, cells, subs, enroll, steps)
+		return nil
+	}
+	// One blank line between the report and the EventStoreDB rows, whichever
+	// line of the report comes last.
+	var report strings.Builder
+	writeReport(&report, cfg, facts, cells, subs, enroll, steps)
+	fmt.Fprint(out, strings.TrimRight(report.String(), "\n")+"\n\n")
+	writeESDBReport(out, cfg, esdbRows)
 	return nil
 }
 
@@ -248,6 +272,10 @@ func (cfg Config) validate() error {
 		return errors.New("events per append must be positive")
 	case cfg.SubWriters <= 0 || cfg.SubRate <= 0:
 		return errors.New("subscription writers and rate must be positive")
+	case cfg.ESDBDuration < 0:
+		return errors.New("EventStoreDB duration must not be negative")
+	case len(cfg.ESDBWriters) > 0 && slices.Min(cfg.ESDBWriters) <= 0:
+		return errors.New("EventStoreDB writer counts must be positive")
 	}
 	return nil
 }

@@ -48,6 +48,7 @@ func mainErr() error {
 		serverURL = defaultDatabaseURL
 	}
 	writers := joinInts(cfg.Writers)
+	esdbWriters := joinInts(cfg.ESDBWriters)
 	var cpuProfile string
 	flag.StringVar(&serverURL, "database-url", serverURL, "PostgreSQL server to measure (env LEDGER_BENCH_DATABASE_URL); the run creates and drops its own database "+benchDatabase+" there")
 	flag.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured time of each side (log, raw) of each cell")
@@ -59,6 +60,8 @@ func mainErr() error {
 	flag.IntVar(&cfg.EnrollClients, "enroll-clients", cfg.EnrollClients, "concurrent HTTP clients of the shortcut-enrollment row (0 skips it)")
 	flag.IntVar(&cfg.StepsClients, "steps-clients", cfg.StepsClients, "concurrent HTTP clients of the steps-by-stepsID row (0 skips it)")
 	flag.IntVar(&cfg.EnrollAccounts, "enroll-accounts", cfg.EnrollAccounts, "accounts prepared for the shortcut-enrollment row")
+	flag.DurationVar(&cfg.ESDBDuration, "esdb-duration", cfg.ESDBDuration, "measured time of each EventStoreDB row: the adapter over the in-process double, not a real server (0 skips them)")
+	flag.StringVar(&esdbWriters, "esdb-writers", esdbWriters, "comma-separated writer counts of the EventStoreDB rows")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -67,6 +70,9 @@ func mainErr() error {
 	var err error
 	if cfg.Writers, err = parseInts(writers); err != nil {
 		return fmt.Errorf("-writers: %w", err)
+	}
+	if cfg.ESDBWriters, err = parseInts(esdbWriters); err != nil {
+		return fmt.Errorf("-esdb-writers: %w", err)
 	}
 	cfg.Progress = os.Stderr
 

@@ -22,6 +22,7 @@ func TestRun(t *testing.T) {
 	cfg.Writers = []int{1, 2}
 	cfg.SubWriters, cfg.SubRate = 2, 200
 	cfg.EnrollClients, cfg.EnrollAccounts, cfg.StepsClients = 2, 20, 2
+	cfg.ESDBWriters, cfg.ESDBDuration = []int{1, 2}, 200*time.Millisecond
 	var progress bytes.Buffer
 	cfg.Progress = &progress
 
@@ -34,12 +35,7 @@ func TestRun(t *testing.T) {
 	report := out.String()
 	t.Log("\n" + report)
 
-	var rows []string
-	for _, line := range strings.Split(report, "\n") {
-		if strings.HasPrefix(line, "| ") && !strings.HasPrefix(line, "| writers") {
-			rows = append(rows, line)
-		}
-	}
+	rows := tableRows(report, "| writers | events/append | log appends/s")
 	if len(rows) != len(cfg.Writers)*len(cfg.Batches) {
 		t.Fatalf("table has %d rows, want %d:\n%s", len(rows), len(cfg.Writers)*len(cfg.Batches), report)
 	}
@@ -54,6 +50,18 @@ func TestRun(t *testing.T) {
 			t.Errorf("empty measurement: %s", row)
 		}
 	}
+	esdbRows := tableRows(report, "| writers | events/append | adapter appends/s")
+	if len(esdbRows) != len(cfg.ESDBWriters) || !strings.HasPrefix(esdbRows[0], "| 1 | 1 | ") || !strings.HasPrefix(esdbRows[1], "| 2 | 1 | ") {
+		t.Errorf("want an EventStoreDB row per writer count:\n%s", report)
+	}
+	for _, row := range esdbRows {
+		if strings.Contains(row, "| 0 |") {
+			t.Errorf("empty measurement: %s", row)
+		}
+	}
+	if !strings.Contains(report, "EventStoreDB adapter over the in-process double (eventstore/esdbtest): measures the adapter and client, not a real server") {
+		t.Errorf("the EventStoreDB rows do not say what they measure:\n%s", report)
+	}
 	if strings.Count(report, "events delivered") != 2 {
 		t.Errorf("want a delivery line per subscriber:\n%s", report)
 	}
@@ -62,6 +70,25 @@ func TestRun(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
+}
+
+// tableRows returns the body rows of the Markdown table whose header line
+// starts with header.
+func tableRows(report, header string) []string {
+	var rows []string
+	in := false
+	for _, line := range strings.Split(report, "\n") {
+		switch {
+		case strings.HasPrefix(line, header):
+			in = true
+		case !in || strings.HasPrefix(line, "|--"):
+		case strings.HasPrefix(line, "| "):
+			rows = append(rows, line)
+		default:
+			return rows
+		}
+	}
+	return rows
 }
 
 func TestLatencyPercentile(t *testing.T) {

@@ -21,6 +21,7 @@ commands:
   migrate                                apply the database migrations and exit
   projections list                       show each projection's position, state and error
   projections rebuild [NAME...|--all]    rebuild read models from the event log
+  eventstore copy --to esdb://…          copy the event log into EventStoreDB, in order (resumable)
 
 configuration comes from LEDGER_* environment variables (see README.md).
 `
@@ -64,6 +65,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		if len(args) >= 2 && args[1] == "rebuild" {
 			return projectionsRebuild(ctx, cfg, logger, args[2:], stdout, stderr)
+		}
+	case "eventstore":
+		if len(args) >= 2 && args[1] == "copy" {
+			return eventstoreCopy(ctx, cfg, logger, args[2:], stdout, stderr)
 		}
 	}
 	fmt.Fprint(stderr, usage)

@@ -47,9 +47,22 @@ type Server struct {
 // when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	s, err := Serve()
+	if err != nil {
+		t.Fatalf("esdbtest: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Serve starts a server on 127.0.0.1 with an ephemeral port; the caller
+// stops it with Close. It is Start for programs that have no test to tie the
+// server's life to, such as the benchmark, which measures the adapter over
+// this server.
+func Serve() (*Server, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("esdbtest: listen: %v", err)
+		return nil, fmt.Errorf("listen: %w", err)
 	}
 	s := &Server{
 		addr:    lis.Addr().String(),
@@ -68,8 +81,7 @@ func Start(t testing.TB) *Server {
 	}))
 	api.RegisterStreamsServer(s.gs, &streamsService{s: s})
 	go func() { _ = s.gs.Serve(lis) }()
-	t.Cleanup(s.Close)
-	return s
+	return s, nil
 }
 
 // URL is the connection string for the client: plaintext, single node. The
