@@ -56,7 +56,7 @@ func newLedgerWith(t *testing.T, open storeFactory, configure func(*api.App)) *l
 		t.Cleanup(func() { _ = pg.Close() })
 		store = pg
 	}
-	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{}, projections.Enrollment{}, projections.Vehicles{}, projections.Steps{}, projections.Clients{}, projections.Consents{})
+	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{}, projections.Enrollment{}, projections.Vehicles{}, projections.Steps{}, projections.Clients{}, projections.Consents{}, projections.OAuthTokens{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()

@@ -10,6 +10,7 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,6 +49,15 @@ type Config struct {
 	// ShutdownTimeout bounds how long Run waits for in-flight requests once
 	// its context is cancelled; zero or negative means DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// PublicURL is the base URL partners reach the service at, without a
+	// trailing slash: the OAuth2 issuer and the base of the endpoints in its
+	// metadata. Empty means the scheme and host of each request.
+	PublicURL string
+	// OAuthSecret keys the HMAC-SHA512/256 signatures of OAuth2 codes and
+	// tokens (any length; it is hashed to a 256-bit key). Empty means a
+	// random key made by New: then no code or token survives a restart, and
+	// instances behind one load balancer do not accept each other's tokens.
+	OAuthSecret []byte
 }
 
 // Deps are the collaborators the server needs.
@@ -105,6 +115,13 @@ func New(cfg Config, deps Deps) *Server {
 	log := deps.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	if len(cfg.OAuthSecret) == 0 {
+		cfg.OAuthSecret = make([]byte, 32)
+		_, _ = rand.Read(cfg.OAuthSecret)
+		if !cfg.Dev {
+			log.Warn("no OAuth secret configured: OAuth2 codes and tokens will not survive a restart")
+		}
 	}
 	reg := deps.Registry
 	if reg == nil {

@@ -8,5 +8,5 @@ var StreamPrefixes = []string{
 	"account-", "email-", "session-", // domain/account
 	"enrollment-",        // domain/enrollment
 	"vehicle-", "steps-", // domain/vehicle
-	"client-", "grant-", // domain/consent
+	"client-", "grant-", "oauth-", // domain/consent
 }

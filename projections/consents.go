@@ -30,7 +30,7 @@ func (Clients) Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEvent
 		_, err = tx.Exec(ctx, `
 			INSERT INTO clients (client_id, name, redirect_uris, scopes, grant_types, implicit_allowed, public, secret_hash, registered_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, NULLIF($8, ''), $9, $9)`,
-			e.ClientID, e.Name, e.RedirectURIs, e.Scopes, e.GrantTypes, e.ImplicitAllowed, e.Public, e.SecretHash, at)
+			e.ClientID, e.Name, nonNil(e.RedirectURIs), nonNil(e.Scopes), nonNil(e.GrantTypes), e.ImplicitAllowed, e.Public, e.SecretHash, at)
 	case *consent.ClientSecretRotated:
 		_, err = tx.Exec(ctx, `UPDATE clients SET secret_hash = $2, updated_at = $3 WHERE client_id = $1`, e.ClientID, e.SecretHash, at)
 	}

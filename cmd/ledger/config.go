@@ -22,6 +22,7 @@ type config struct {
 	PublicURL          string
 	OutboxWebhookURL   string
 	OutboxWebhookToken string
+	OAuthSecret        []byte
 	LogLevel           slog.Level
 }
 
@@ -36,6 +37,7 @@ func loadConfig() (config, error) {
 		PublicURL:          strings.TrimRight(os.Getenv("LEDGER_PUBLIC_URL"), "/"),
 		OutboxWebhookURL:   os.Getenv("LEDGER_OUTBOX_WEBHOOK_URL"),
 		OutboxWebhookToken: os.Getenv("LEDGER_OUTBOX_WEBHOOK_SECRET"),
+		OAuthSecret:        []byte(os.Getenv("LEDGER_OAUTH_SECRET")),
 	}
 	var err error
 	if c.Dev, err = envBool("LEDGER_DEV", false); err != nil {
@@ -55,6 +57,9 @@ func loadConfig() (config, error) {
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		return c, fmt.Errorf("LEDGER_ADMIN_TOKEN must be at least 16 characters")
+	}
+	if len(c.OAuthSecret) > 0 && len(c.OAuthSecret) < 32 {
+		return c, fmt.Errorf("LEDGER_OAUTH_SECRET must be at least 32 bytes")
 	}
 	if c.OutboxWebhookURL != "" && c.OutboxWebhookToken == "" {
 		return c, fmt.Errorf("LEDGER_OUTBOX_WEBHOOK_SECRET is required with LEDGER_OUTBOX_WEBHOOK_URL (requests are signed)")

@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -34,6 +37,10 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	runner := projections.NewRunner(pool, store, logger, registry, allProjections()...)
+	webhooks, err := webhookSender(cfg, pool, logger)
+	if err != nil {
+		return err
+	}
 
 	var outboxes commands.Outboxes
 	var devOutbox *commands.MemoryOutbox
@@ -48,7 +55,12 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 		outboxes = append(outboxes, hook)
 	}
 
-	server := api.New(api.Config{Addr: cfg.HTTPAddr, Dev: cfg.Dev, AdminToken: cfg.AdminToken}, api.Deps{
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		publicURL = localURL(cfg.HTTPAddr)
+	}
+	server := api.New(api.Config{Addr: cfg.HTTPAddr, Dev: cfg.Dev, AdminToken: cfg.AdminToken,
+		PublicURL: publicURL, OAuthSecret: cfg.OAuthSecret}, api.Deps{
 		Pool: pool, Logger: logger, Registry: registry,
 		Ready: []api.ReadyCheck{
 			{Name: "database", Check: pool.Ping},
@@ -62,10 +74,6 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 			}},
 		},
 	})
-	publicURL := cfg.PublicURL
-	if publicURL == "" {
-		publicURL = localURL(cfg.HTTPAddr)
-	}
 	policy := enrollment.DefaultPolicy
 	policy.MaxDevices = cfg.MaxDevices
 	handler := commands.New(commands.Deps{
@@ -97,6 +105,12 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 		defer wg.Done()
 		errs <- purgeIdempotencyKeys(ctx, server, logger)
 	}()
+	if webhooks != nil {
+		// Outside the three: it returns only when ctx ends, and what it
+		// has not sent stays queued for the next start.
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = webhooks.Run(ctx) }()
+	}
 	// The first of the three to end ends the others: a server without its
 	// projections would answer from stale read models forever.
 	first := <-errs
@@ -127,6 +141,28 @@ func purgeIdempotencyKeys(ctx context.Context, server *api.Server, logger *slog.
 			}
 		}
 	}
+}
+
+// webhookSender sends the partner webhooks the webhooks projection queues,
+// signed with keys derived from LEDGER_WEBHOOK_KEY (at least 32 bytes). In
+// dev mode without one it makes a random key, so signatures change at every
+// restart. Outside dev mode without one nothing is sent, but deliveries keep
+// being queued and go out once a key is set.
+func webhookSender(cfg config, pool *pgxpool.Pool, logger *slog.Logger) (*projections.WebhookSender, error) {
+	key := []byte(os.Getenv("LEDGER_WEBHOOK_KEY"))
+	switch {
+	case len(key) >= 32:
+	case len(key) > 0:
+		return nil, fmt.Errorf("LEDGER_WEBHOOK_KEY must be at least 32 bytes")
+	case cfg.Dev:
+		key = make([]byte, 32)
+		_, _ = rand.Read(key)
+		logger.Warn("no LEDGER_WEBHOOK_KEY: partner webhooks are signed with a random key, so their signatures change at every restart")
+	default:
+		logger.Warn("no LEDGER_WEBHOOK_KEY: partner webhooks are queued but not sent")
+		return nil, nil
+	}
+	return projections.NewWebhookSender(pool, key, logger), nil
 }
 
 // localURL turns a listen address into the URL a person on this machine

@@ -24,6 +24,8 @@ func allProjections() []projections.Projection {
 		projections.Steps{},
 		projections.Clients{},
 		projections.Consents{},
+		projections.Webhooks{},
+		projections.OAuthTokens{},
 	}
 }
 

@@ -110,7 +110,9 @@ func Decode(eventType string, data []byte) (any, error) {
 	case TypeRevoked:
 		v = &Revoked{}
 	default:
-		return nil, fmt.Errorf("consent: unknown event type %q", eventType)
+		if v = oauthPayload(eventType); v == nil {
+			return nil, fmt.Errorf("consent: unknown event type %q", eventType)
+		}
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return nil, fmt.Errorf("consent: decode %s: %w", eventType, err)
@@ -130,6 +132,9 @@ func TypeOf(payload any) string {
 		return TypeDenied
 	case *Revoked:
 		return TypeRevoked
+	}
+	if t := oauthTypeOf(payload); t != "" {
+		return t
 	}
 	panic(fmt.Sprintf("consent: no type name for %T", payload))
 }
