@@ -63,7 +63,7 @@ func Mount(s *Server, app App) {
 		h.authorize = app.Authorize
 		h.mountPrompt()
 	}
-	h.mountOAuth()
+	h.mountPartner(h.mountOAuth())
 
 	if s.Config().Dev && app.DevOutbox != nil {
 		e.GET("/v1/dev/outbox", h.devOutbox)

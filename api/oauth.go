@@ -104,7 +104,9 @@ func newOAuthProvider(cfg Config, app App, log *slog.Logger) *oauthProvider {
 
 // mountOAuth registers the OAuth2 endpoints. The hosted consent prompt
 // answers through this provider unless App.Authorize names another protocol.
-func (h *handlers) mountOAuth() {
+// It returns the provider so that the partner API checks bearer tokens
+// against the very storage that issues and revokes them.
+func (h *handlers) mountOAuth() *oauthProvider {
 	o := newOAuthProvider(h.server.Config(), h.App, h.server.log)
 	e := h.server.Echo()
 	e.POST("/oauth2/token", o.token)
@@ -115,6 +117,7 @@ func (h *handlers) mountOAuth() {
 		h.authorize = o
 		h.mountPrompt()
 	}
+	return o
 }
 
 // issuer is the public URL, or the request's own when none is configured.
@@ -254,6 +257,49 @@ func (o *oauthProvider) Finish(c echo.Context, query url.Values, accountID uuid.
 	}
 	o.fosite.WriteAuthorizeResponse(ctx, c.Response(), ar, resp)
 	return nil
+}
+
+// issueCode issues an authorization code for accountID to client, bound to
+// redirectURI, without a browser: a partner that creates an account (POST
+// /v1/partner/accounts) receives the code in the answer and redeems it at
+// the token endpoint with its own credentials. The request is built as the
+// authorization endpoint would have parsed it and goes through the same
+// handlers and storage, so the code is a recorded fact (consent.code-issued)
+// bound to the client, the redirect URI and the account's grant, like any
+// other. No PKCE challenge: the code travels on the back channel only, in
+// the answer to a client-authenticated request, never through a browser or
+// a redirect, which is what PKCE protects; the exchange still requires the
+// client's secret. The grant must be recorded first (checkGrant).
+func (o *oauthProvider) issueCode(ctx context.Context, client *oauthClient, redirectURI string, accountID uuid.UUID, scopes []string) (string, error) {
+	if client.IsPublic() || !slices.Contains(client.redirectURIs, redirectURI) {
+		return "", fosite.ErrInvalidRequest.WithHint("Codes without a browser are issued to confidential clients, on a registered redirect URI.")
+	}
+	redirect, err := url.Parse(redirectURI)
+	if err != nil {
+		return "", fosite.ErrInvalidRequest.WithWrap(err)
+	}
+	ar := fosite.NewAuthorizeRequest()
+	ar.Client = client
+	ar.RedirectURI = redirect
+	ar.ResponseTypes = fosite.Arguments{"code"}
+	ar.RequestedScope = scopes
+	ar.Form = url.Values{"client_id": {client.GetID()}, "redirect_uri": {redirectURI}, "response_type": {"code"},
+		"scope": {strings.Join(scopes, " ")}}
+	for _, s := range scopes {
+		ar.GrantScope(s)
+	}
+	if err := o.checkGrant(ctx, accountID, ar); err != nil {
+		return "", err
+	}
+	ctx, x := withExchange(ctx)
+	resp, err := o.fosite.NewAuthorizeResponse(ctx, ar, newSession(accountID.String()))
+	if err != nil {
+		return "", err
+	}
+	if err := x.commit(ctx, o.store.cmds); err != nil {
+		return "", err
+	}
+	return resp.GetCode(), nil
 }
 
 // checkGrant makes sure the account's grant to the client, as recorded,
