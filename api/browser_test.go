@@ -47,7 +47,7 @@ func headless(t *testing.T) context.Context {
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profileDir(t)),
 		chromedp.WindowSize(412, 915), // a phone
 	)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
@@ -55,6 +55,25 @@ func headless(t *testing.T) context.Context {
 	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
 	t.Cleanup(func() { cancelTimeout(); cancel(); cancelAlloc() })
 	return ctx
+}
+
+// profileDir is the browser's profile. Chromium's helper processes may
+// still write to it for a moment after the browser exits, so it is removed
+// with a few retries instead of by t.TempDir's strict cleanup.
+func profileDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "ledger-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for range 20 {
+			if os.RemoveAll(dir) == nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	return dir
 }
 
 // docsDir is the repository's docs/ folder.
@@ -71,6 +90,10 @@ func TestPromptInABrowser(t *testing.T) {
 
 	callbacks := make(chan url.Values, 4)
 	partner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/cb" {
+			http.NotFound(w, r) // the browser also asks for /favicon.ico
+			return
+		}
 		callbacks <- r.URL.Query()
 		_, _ = w.Write([]byte("<!doctype html><title>partner</title><p>back at the partner"))
 	}))
