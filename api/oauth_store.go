@@ -270,6 +270,12 @@ type tokenRow struct {
 // stands: the user's revocation (or the end of what the grant covered,
 // such as RemoveProperty) ends the client's codes and tokens at once, and
 // granting again does not revive them.
+// load reads a code or token. A user's token counts only while the grant
+// it was issued under stands and the account is not blocked (PINBlocked or
+// AccountBlocked): revocation, RemoveProperty and blocking all take effect
+// on the next read, because the commands behind them wait for the read
+// models. Once "remove all enrollments" lifts a block, the account's tokens
+// count again, as its grants still stand.
 func (s *oauthStore) load(ctx context.Context, sig, kind string) (*tokenRow, error) {
 	if sig == "" {
 		return nil, fosite.ErrNotFound
@@ -279,9 +285,11 @@ func (s *oauthStore) load(ctx context.Context, sig, kind string) (*tokenRow, err
 		SELECT kind, request_id, grant_type, status, client_id, account_id, requested_scopes, granted_scopes,
 			requested_audience, granted_audience, redirect_uri, code_challenge, code_challenge_method, requested_at, expires_at
 		FROM oauth_tokens t
-		WHERE signature = $1 AND (account_id IS NULL OR EXISTS (
+		WHERE signature = $1 AND (account_id IS NULL OR (EXISTS (
 			SELECT 1 FROM consents g WHERE g.account_id = t.account_id AND g.client_id = t.client_id
-				AND g.status = 'granted' AND g.granted_at <= t.issued_at))`, sig).
+				AND g.status = 'granted' AND g.granted_at <= t.issued_at)
+			AND NOT EXISTS (
+			SELECT 1 FROM enrollment_accounts e WHERE e.account_id = t.account_id AND e.block_state <> 'NotBlocked')))`, sig).
 		Scan(&r.kind, &r.requestID, &r.grantType, &r.status, &r.client, &r.account, &r.requestedScopes, &r.grantedScopes,
 			&r.requestedAudience, &r.grantedAudience, &r.redirectURI, &r.challenge, &r.method, &r.requestedAt, &r.expiresAt)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && r.kind != kind) {

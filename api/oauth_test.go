@@ -70,7 +70,7 @@ func newOAuthLedger(t *testing.T, open func(*testing.T) eventstore.Store) *oauth
 		t.Cleanup(func() { _ = pg.Close() })
 		store = pg
 	}
-	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{}, projections.Clients{}, projections.Consents{}, projections.OAuthTokens{})
+	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{}, projections.Enrollment{}, projections.Clients{}, projections.Consents{}, projections.OAuthTokens{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()
@@ -919,5 +919,45 @@ func TestOAuthTokensEndWithTheGrant(t *testing.T) {
 	fresh := l.exchange(app, code, verifier).want(t, 200, "")
 	if !l.active(rs, fresh.str("access_token")) {
 		t.Fatal("a token issued under the new grant is inactive")
+	}
+}
+
+// A blocked account's tokens are inactive at once; lifting the block
+// ("remove all enrollments") brings them back, as the grant still stands.
+func TestOAuthBlockedAccountTokensAreInactive(t *testing.T) {
+	l := newOAuthLedger(t, nil)
+	app := l.client("mobile", commands.RegisterClient{Public: true, Scopes: []string{consent.ScopeProfile}})
+	rs := l.client("resource", commands.RegisterClient{GrantTypes: []string{"client_credentials"}})
+	acct := l.user(app, consent.ScopeProfile)
+	code, verifier := l.code(app, acct, consent.ScopeProfile)
+	token := l.exchange(app, code, verifier).want(t, 200, "").str("access_token")
+	if !l.active(rs, token) {
+		t.Fatal("a fresh token is inactive")
+	}
+
+	ctx := context.Background()
+	if err := l.cmds.RequestSmsCode(ctx, acct, "d1", "phoneNumberCertification", "0600000009"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.cmds.EnrollWithPhoneNumber(ctx, acct, "d1", "0600000009", l.outbox.List("0600000009")[0].Code, "1234"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.cmds.RequestSmsCode(ctx, acct, "d2", "enrollment", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.cmds.VerifyEnrollmentCode(ctx, acct, "d2", l.outbox.List("0600000009")[0].Code); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		_ = l.cmds.Enroll(ctx, acct, "d2", "9999") // wrong PINs: the third blocks the account
+	}
+	if l.active(rs, token) {
+		t.Fatal("a blocked account's token is still active")
+	}
+	if err := l.cmds.RemoveAllEnrollments(ctx, acct); err != nil {
+		t.Fatal(err)
+	}
+	if !l.active(rs, token) {
+		t.Fatal("the token stayed inactive after the block was lifted")
 	}
 }
