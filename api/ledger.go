@@ -59,6 +59,7 @@ func Mount(s *Server, app App) {
 	h.mountSDK()
 	h.mountVehicles(user, admin)
 	h.mountConsents(user, admin)
+	h.mountPortal()
 	if app.Authorize != nil {
 		h.authorize = app.Authorize
 		h.mountPrompt()

@@ -403,11 +403,16 @@ func (h *handlers) promptError(c echo.Context, err error) error {
 	return promptPage.Execute(c.Response(), page{Step: "error", Error: message(err)})
 }
 
-// PurgePromptFlows deletes expired prompt flows.
+// PurgePromptFlows deletes expired consent-prompt flows and portal
+// sessions: browser state that outlived its use.
 func (s *Server) PurgePromptFlows(ctx context.Context) (int64, error) {
 	if s.idem == nil {
 		return 0, nil
 	}
-	tag, err := s.idem.pool.Exec(ctx, `DELETE FROM prompt_flows WHERE expires_at < now()`)
-	return tag.RowsAffected(), err
+	flows, err := s.idem.pool.Exec(ctx, `DELETE FROM prompt_flows WHERE expires_at < now()`)
+	if err != nil {
+		return 0, err
+	}
+	sessions, err := s.idem.pool.Exec(ctx, `DELETE FROM portal_sessions WHERE expires_at < now()`)
+	return flows.RowsAffected() + sessions.RowsAffected(), err
 }

@@ -76,8 +76,14 @@ func (b *browser) get(path string) *browser { return b.load(b.client.Get(b.l.url
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
-// submit posts a form of the current page with its CSRF value.
+// submit posts a form of the current prompt page with its CSRF value.
 func (b *browser) submit(fields map[string]string) *browser {
+	b.t.Helper()
+	return b.submitTo("/oauth2/prompt", fields)
+}
+
+// submitTo posts a form of the current page to path with its CSRF value.
+func (b *browser) submitTo(path string, fields map[string]string) *browser {
 	b.t.Helper()
 	form := url.Values{}
 	if m := csrfField.FindStringSubmatch(b.page); m != nil {
@@ -86,7 +92,7 @@ func (b *browser) submit(fields map[string]string) *browser {
 	for k, v := range fields {
 		form.Set(k, v)
 	}
-	return b.load(b.client.PostForm(b.l.url+"/oauth2/prompt", form))
+	return b.load(b.client.PostForm(b.l.url+path, form))
 }
 
 func (b *browser) shows(want string) *browser {
