@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -226,34 +225,39 @@ func TestTwentyFourSignUpsOneEmail(t *testing.T) { twentyFourSignUpsOneEmail(t, 
 func twentyFourSignUpsOneEmail(t *testing.T, open storeFactory) {
 	l := newLedger(t, open)
 	body := js(map[string]string{"email": "race@example.com", "password": pw})
-	statuses := make([]int, 24)
+	counts := l.parallel(24, func(int) *http.Request {
+		req, _ := http.NewRequest("POST", l.url+"/v1/accounts", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		return req
+	})
+	if counts[201] != 1 || counts[409] != 23 {
+		t.Fatalf("statuses %v, want one 201 and 23 × 409", counts)
+	}
+}
+
+// parallel sends n requests at once and counts the answers by status.
+func (l *ledger) parallel(n int, request func(i int) *http.Request) map[int]int {
+	l.t.Helper()
+	statuses := make([]int, n)
 	var wg sync.WaitGroup
-	for i := range statuses {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := http.Post(l.url+"/v1/accounts", "application/json", bytes.NewReader([]byte(body)))
+	for i := range n {
+		req := request(i)
+		wg.Go(func() {
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
-				t.Error(err)
+				l.t.Error(err)
 				return
 			}
 			resp.Body.Close()
 			statuses[i] = resp.StatusCode
-		}()
+		})
 	}
 	wg.Wait()
-	created, conflicts := 0, 0
+	counts := map[int]int{}
 	for _, s := range statuses {
-		switch s {
-		case 201:
-			created++
-		case 409:
-			conflicts++
-		}
+		counts[s]++
 	}
-	if created != 1 || conflicts != 23 {
-		t.Fatalf("%d × 201 and %d × 409, want 1 and 23 (%v)", created, conflicts, statuses)
-	}
+	return counts
 }
 
 func TestIdempotencyKeyReplaysAndAppendsNothing(t *testing.T) {

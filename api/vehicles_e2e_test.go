@@ -3,7 +3,6 @@ package api_test
 import (
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -17,37 +16,15 @@ func TestConcurrentAssociationOneWins(t *testing.T) {
 		l.signIn(email, "d")
 		devices[i] = l.device(email, "d")
 	}
-	statuses := make([]int, n)
-	var wg sync.WaitGroup
-	for i, d := range devices {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequest("POST", l.url+"/v1/vehicles", strings.NewReader(js(map[string]string{"vin": vin})))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer "+d.token)
-			req.Header.Set("X-Device-Id", d.id)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			resp.Body.Close()
-			statuses[i] = resp.StatusCode
-		}()
-	}
-	wg.Wait()
-	won, refused := 0, 0
-	for _, s := range statuses {
-		switch s {
-		case 201:
-			won++
-		case 409:
-			refused++
-		}
-	}
-	if won != 1 || refused != n-1 {
-		t.Fatalf("statuses %v: want one 201 and %d × 409", statuses, n-1)
+	counts := l.parallel(n, func(i int) *http.Request {
+		req, _ := http.NewRequest("POST", l.url+"/v1/vehicles", strings.NewReader(js(map[string]string{"vin": vin})))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+devices[i].token)
+		req.Header.Set("X-Device-Id", devices[i].id)
+		return req
+	})
+	if counts[201] != 1 || counts[409] != n-1 {
+		t.Fatalf("statuses %v: want one 201 and %d × 409", counts, n-1)
 	}
 }
 
