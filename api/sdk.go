@@ -100,6 +100,19 @@ func (s *sdkCall) required(name string) (string, error) {
 	return v, err
 }
 
+// requiredAll reads several string parameters that must all be present.
+func (s *sdkCall) requiredAll(names ...string) ([]string, error) {
+	out := make([]string, len(names))
+	for i, name := range names {
+		v, err := s.required(name)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
 func (s *sdkCall) boolean(name string) (bool, error) {
 	raw, ok := s.params[name]
 	if !ok || string(raw) == "null" {
@@ -302,19 +315,11 @@ func (h *handlers) sdkEnrollment(s *sdkCall) (any, error) {
 		// The seed's answer to enroll: the account now has this PIN.
 		return map[string]any{"status": "AlreadyEnrolled"}, nil
 	default:
-		pin, err := s.required("pinCode")
+		v, err := s.requiredAll("pinCode", "smsCode", "phoneNumber")
 		if err != nil {
 			return nil, err
 		}
-		code, err := s.required("smsCode")
-		if err != nil {
-			return nil, err
-		}
-		phone, err := s.required("phoneNumber")
-		if err != nil {
-			return nil, err
-		}
-		return nil, h.Commands.EnrollWithPhoneNumber(s.ctx, s.account, s.device, phone, code, pin)
+		return nil, h.Commands.EnrollWithPhoneNumber(s.ctx, s.account, s.device, v[2], v[1], v[0])
 	}
 }
 
@@ -324,25 +329,17 @@ func (h *handlers) sdkPincode(s *sdkCall) (any, error) {
 		return nil, err
 	}
 	if action == "reset" {
-		pin, err := s.required("pinCode")
+		v, err := s.requiredAll("pinCode", "smsCode")
 		if err != nil {
 			return nil, err
 		}
-		code, err := s.required("smsCode")
-		if err != nil {
-			return nil, err
-		}
-		return nil, h.Commands.ResetPin(s.ctx, s.account, s.device, code, pin)
+		return nil, h.Commands.ResetPin(s.ctx, s.account, s.device, v[1], v[0])
 	}
-	oldPin, err := s.required("oldPIN")
+	v, err := s.requiredAll("oldPIN", "newPIN")
 	if err != nil {
 		return nil, err
 	}
-	newPin, err := s.required("newPIN")
-	if err != nil {
-		return nil, err
-	}
-	return nil, h.Commands.UpdatePin(s.ctx, s.account, s.device, oldPin, newPin)
+	return nil, h.Commands.UpdatePin(s.ctx, s.account, s.device, v[0], v[1])
 }
 
 // sdkOTP is pims.authentication.otp with type withPIN: the PIN proven on an
