@@ -41,7 +41,7 @@ func measureESDB(ctx context.Context, cfg Config, logger *slog.Logger, progress 
 	var rows []esdbRow
 	for _, w := range cfg.ESDBWriters {
 		r, err := measure(ctx, w, cfg.Warmup, cfg.ESDBDuration, func(int) func(context.Context) error {
-			return logWriter(store, newEventGen("consent"), 1)
+			return logWriter(store, newEventGen("benchconsent"), 1)
 		})
 		if err != nil {
 			return nil, fmt.Errorf("EventStoreDB adapter, %d writers: %w", w, err)

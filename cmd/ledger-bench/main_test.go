@@ -21,7 +21,7 @@ func TestRun(t *testing.T) {
 	cfg.Warmup = 50 * time.Millisecond
 	cfg.Writers = []int{1, 2}
 	cfg.SubWriters, cfg.SubRate = 2, 200
-	cfg.EnrollClients, cfg.EnrollAccounts, cfg.StepsClients = 2, 20, 2
+	cfg.EnrollClients, cfg.EnrollAccounts, cfg.StepsClients, cfg.IntrospectClients = 2, 20, 2, 2
 	cfg.ESDBWriters, cfg.ESDBDuration = []int{1, 2}, 200*time.Millisecond
 	var progress bytes.Buffer
 	cfg.Progress = &progress
@@ -65,7 +65,7 @@ func TestRun(t *testing.T) {
 	if strings.Count(report, "events delivered") != 2 {
 		t.Errorf("want a delivery line per subscriber:\n%s", report)
 	}
-	for _, want := range []string{"fsync=", "synchronous_commit=", "PostgreSQL 1", "enrollments/s", "pims.subscription.steps by stepsID"} {
+	for _, want := range []string{"fsync=", "synchronous_commit=", "PostgreSQL 1", "enrollments/s", "pims.subscription.steps by stepsID", "OAuth2 introspection"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)
 		}

@@ -47,7 +47,7 @@ func machineFacts(ctx context.Context, pool *pgxpool.Pool) (facts, error) {
 		}
 		f.settings = append(f.settings, setting{name, v})
 	}
-	g := newEventGen("consent")
+	g := newEventGen("benchconsent")
 	g.newStream()
 	e := g.events(1)[0]
 	meta, err := json.Marshal(e.Metadata)
