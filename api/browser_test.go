@@ -2,6 +2,9 @@ package api_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,8 +18,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/google/uuid"
-
-	"github.com/consentledger/ledger/api"
 )
 
 // chromiumPath finds Debian's chromium (make test installs it). Without it
@@ -82,8 +83,9 @@ func docsDir(t *testing.T) string {
 	return filepath.Join(filepath.Dir(file), "..", "docs")
 }
 
-// TestPromptInABrowser drives the consent prompt in headless Chromium:
-// sign in, consent, and the partner's callback receives the answer; then
+// TestPromptInABrowser drives the consent prompt in headless Chromium
+// through the real OAuth2 protocol: sign in, consent, the partner's
+// callback receives a code, which it exchanges (PKCE S256) for tokens; then
 // the decline path.
 func TestPromptInABrowser(t *testing.T) {
 	browserCtx := headless(t)
@@ -99,13 +101,16 @@ func TestPromptInABrowser(t *testing.T) {
 	}))
 	defer partner.Close()
 
-	fake := &fakeProtocol{name: "Fleet App", redirect: partner.URL + "/cb"}
-	l := newLedgerWith(t, nil, func(app *api.App) { app.Authorize = fake })
-	fake.client = uuid.MustParse(l.registerClient(map[string]any{"name": "Fleet App", "redirectUris": []string{fake.redirect},
-		"scopes": []string{"account:profile"}}).want(t, 201, "").body["clientId"].(string))
+	l := newLedger(t, nil) // the real protocol answers the prompt
+	redirect := partner.URL + "/cb"
+	clientID := l.registerClient(map[string]any{"name": "Fleet App", "public": true, "redirectUris": []string{redirect},
+		"scopes": []string{"account:profile"}}).want(t, 201, "").body["clientId"].(string)
 	l.signIn("web@example.com", "phone")
-	authorize := l.url + "/oauth2/authorize?" + url.Values{"client_id": {fake.client.String()}, "redirect_uri": {fake.redirect},
-		"response_type": {"code"}, "scope": {"account:profile"}, "state": {"xyz"}}.Encode()
+	verifier := strings.Repeat("v", 20) + uuid.NewString() // 56 characters
+	sum := sha256.Sum256([]byte(verifier))
+	authorize := l.url + "/oauth2/authorize?" + url.Values{"client_id": {clientID}, "redirect_uri": {redirect},
+		"response_type": {"code"}, "scope": {"account:profile"}, "state": {"state-xyz"},
+		"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"}}.Encode()
 
 	signIn := func(password string) chromedp.Tasks {
 		return chromedp.Tasks{
@@ -144,13 +149,27 @@ func TestPromptInABrowser(t *testing.T) {
 	if err := os.MkdirAll(docsDir(t), 0o755); err == nil {
 		_ = os.WriteFile(filepath.Join(docsDir(t), "consent-prompt.png"), shot, 0o644)
 	}
+	var code string
 	select {
 	case q := <-callbacks:
-		if !strings.HasPrefix(q.Get("code"), "for-") || q.Get("state") != "xyz" {
+		if code = q.Get("code"); code == "" || q.Get("state") != "state-xyz" {
 			t.Fatalf("callback %v", q)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the partner's callback was never reached")
+	}
+
+	// The partner exchanges the code for tokens.
+	resp, err := http.PostForm(l.url+"/oauth2/token", url.Values{"grant_type": {"authorization_code"}, "code": {code},
+		"redirect_uri": {redirect}, "client_id": {clientID}, "code_verifier": {verifier}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || tok["access_token"] == nil || tok["refresh_token"] == nil || tok["expires_in"] != 86400.0 {
+		t.Fatalf("token exchange: HTTP %d %v", resp.StatusCode, tok)
 	}
 
 	// Decline: the partner hears access_denied.
@@ -162,7 +181,7 @@ func TestPromptInABrowser(t *testing.T) {
 	}
 	select {
 	case q := <-callbacks:
-		if q.Get("error") != "access_denied" || q.Get("state") != "xyz" {
+		if q.Get("error") != "access_denied" || q.Get("state") != "state-xyz" {
 			t.Fatalf("callback %v", q)
 		}
 	case <-time.After(20 * time.Second):
