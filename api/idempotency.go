@@ -8,6 +8,7 @@ import (
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -222,8 +223,27 @@ func (s *Server) idempotent(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		c.Set(idempotencyScopeKey, k.commandScope())
 		return s.idem.serve(c, next, k, s.log)
 	}
+}
+
+const idempotencyScopeKey = "ledger.idempotency-scope"
+
+// commandScope names this request among all requests: the same caller,
+// route, path, Idempotency-Key and body give the same scope, anything else
+// another. Commands derive retry-stable event ids from it.
+func (k idemKeys) commandScope() string {
+	sum := sha256.New()
+	writeFields(sum, k.keyHash, k.requestHash)
+	return hex.EncodeToString(sum.Sum(nil))
+}
+
+// idempotencyScope is the command scope of a request sent with an
+// Idempotency-Key ("" without one).
+func idempotencyScope(c echo.Context) string {
+	scope, _ := c.Get(idempotencyScopeKey).(string)
+	return scope
 }
 
 // idemRow is a stored key as a retry sees it.

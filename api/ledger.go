@@ -2,9 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -72,26 +69,16 @@ func Mount(s *Server, app App) {
 }
 
 // commandMeta gives every command its causal context: the request id
-// correlates, the Idempotency-Key (scoped to the caller, route and body)
-// makes event ids retry-stable, and the actor is refined once the caller is
-// authenticated.
+// correlates, the Idempotency-Key's scope (caller, route, path, key and
+// body, derived once by the idempotency middleware) makes event ids
+// retry-stable, and the actor is refined once the caller is authenticated.
 func (h *handlers) commandMeta(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
 		m := commands.Meta{CorrelationID: RequestID(c), CausationID: RequestID(c), Actor: "anonymous"}
-		if key := req.Header.Get(HeaderIdempotencyKey); key != "" && isCommand(req.Method) {
-			body, err := io.ReadAll(req.Body)
-			if err != nil {
-				return err
-			}
-			req.Body = io.NopCloser(strings.NewReader(string(body)))
-			sum := sha256.New()
-			for _, part := range []string{req.Method, req.URL.Path, req.Header.Get(echo.HeaderAuthorization), key, string(body)} {
-				sum.Write([]byte(part))
-				sum.Write([]byte{0})
-			}
-			m.IdempotencyKey = hex.EncodeToString(sum.Sum(nil))
-			m.CausationID = "idempotency:" + m.IdempotencyKey[:16]
+		if scope := idempotencyScope(c); scope != "" {
+			m.IdempotencyKey = scope
+			m.CausationID = "idempotency:" + scope[:16]
 		}
 		if strings.HasPrefix(c.Path(), "/v1/admin/") {
 			m.Actor = "admin"
