@@ -258,6 +258,7 @@ func (s *oauthStore) SetClientAssertionJWT(context.Context, string, time.Time) e
 type tokenRow struct {
 	kind, requestID, grantType, status string
 	client                             uuid.UUID
+	clientRow                          *oauthClient
 	account                            *uuid.UUID
 	requestedScopes, grantedScopes     []string
 	requestedAudience, grantedAudience []string
@@ -280,35 +281,37 @@ func (s *oauthStore) load(ctx context.Context, sig, kind string) (*tokenRow, err
 	if sig == "" {
 		return nil, fosite.ErrNotFound
 	}
-	r := &tokenRow{}
+	r := &tokenRow{clientRow: &oauthClient{}}
+	c := r.clientRow
+	// The client comes with the token in the same query: every read of a
+	// code or token needs it, and introspection is the hot path.
 	err := s.pool.QueryRow(ctx, `
-		SELECT kind, request_id, grant_type, status, client_id, account_id, requested_scopes, granted_scopes,
-			requested_audience, granted_audience, redirect_uri, code_challenge, code_challenge_method, requested_at, expires_at
-		FROM oauth_tokens t
-		WHERE signature = $1 AND (account_id IS NULL OR (EXISTS (
+		SELECT t.kind, t.request_id, t.grant_type, t.status, t.client_id, t.account_id, t.requested_scopes, t.granted_scopes,
+			t.requested_audience, t.granted_audience, t.redirect_uri, t.code_challenge, t.code_challenge_method, t.requested_at, t.expires_at,
+			c.name, c.redirect_uris, c.scopes, c.grant_types, c.implicit_allowed, c.public, coalesce(c.secret_hash, '')
+		FROM oauth_tokens t JOIN clients c ON c.client_id = t.client_id
+		WHERE t.signature = $1 AND (account_id IS NULL OR (EXISTS (
 			SELECT 1 FROM consents g WHERE g.account_id = t.account_id AND g.client_id = t.client_id
 				AND g.status = 'granted' AND g.granted_at <= t.issued_at)
 			AND NOT EXISTS (
 			SELECT 1 FROM enrollment_accounts e WHERE e.account_id = t.account_id AND e.block_state <> 'NotBlocked')))`, sig).
 		Scan(&r.kind, &r.requestID, &r.grantType, &r.status, &r.client, &r.account, &r.requestedScopes, &r.grantedScopes,
-			&r.requestedAudience, &r.grantedAudience, &r.redirectURI, &r.challenge, &r.method, &r.requestedAt, &r.expiresAt)
+			&r.requestedAudience, &r.grantedAudience, &r.redirectURI, &r.challenge, &r.method, &r.requestedAt, &r.expiresAt,
+			&c.name, &c.redirectURIs, &c.scopes, &c.grantTypes, &c.implicit, &c.public, &c.secretHash)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && r.kind != kind) {
 		return nil, fosite.ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("oauth: token: %w", err)
 	}
+	c.id = r.client
 	return r, nil
 }
 
 // requester rebuilds what fosite stored with a code or token. It hydrates
 // the session fosite passes in, as fosite expects of its storage: the token
 // endpoint validates a code's expiry on that session.
-func (s *oauthStore) requester(ctx context.Context, r *tokenRow, into fosite.Session) (fosite.Requester, error) {
-	client, err := s.GetClient(ctx, r.client.String())
-	if err != nil {
-		return nil, err
-	}
+func (s *oauthStore) requester(r *tokenRow, into fosite.Session) fosite.Requester {
 	form := url.Values{"grant_type": {r.grantType}}
 	if r.redirectURI != "" {
 		form.Set("redirect_uri", r.redirectURI)
@@ -328,10 +331,10 @@ func (s *oauthStore) requester(ctx context.Context, r *tokenRow, into fosite.Ses
 	session.Subject = subject
 	session.SetExpiresAt(fosite.TokenType(r.kind), r.expiresAt)
 	return &fosite.Request{
-		ID: r.requestID, RequestedAt: r.requestedAt, Client: client, Form: form, Session: session,
+		ID: r.requestID, RequestedAt: r.requestedAt, Client: r.clientRow, Form: form, Session: session,
 		RequestedScope: r.requestedScopes, GrantedScope: r.grantedScopes,
 		RequestedAudience: r.requestedAudience, GrantedAudience: r.grantedAudience,
-	}, nil
+	}
 }
 
 // newSession is the session of every code and token: the subject is the
@@ -433,10 +436,7 @@ func (s *oauthStore) GetAuthorizeCodeSession(ctx context.Context, sig string, se
 	if err != nil {
 		return nil, err
 	}
-	req, err := s.requester(ctx, r, session)
-	if err != nil {
-		return nil, err
-	}
+	req := s.requester(r, session)
 	x := exchangeOf(ctx)
 	x.saw(sig, r.requestID)
 	switch r.status {
@@ -494,7 +494,7 @@ func (s *oauthStore) GetPKCERequestSession(ctx context.Context, sig string, _ fo
 	if r.challenge == "" {
 		return nil, fosite.ErrNotFound
 	}
-	return s.requester(ctx, r, nil)
+	return s.requester(r, nil), nil
 }
 
 // DeletePKCERequestSession records nothing: the challenge ends with its
@@ -530,7 +530,7 @@ func (s *oauthStore) GetAccessTokenSession(ctx context.Context, sig string, sess
 		return nil, fosite.ErrNotFound
 	}
 	exchangeOf(ctx).saw(sig, r.requestID)
-	return s.requester(ctx, r, session)
+	return s.requester(r, session), nil
 }
 
 func (s *oauthStore) DeleteAccessTokenSession(ctx context.Context, sig string) error {
@@ -570,10 +570,7 @@ func (s *oauthStore) GetRefreshTokenSession(ctx context.Context, sig string, ses
 	if err != nil {
 		return nil, err
 	}
-	req, err := s.requester(ctx, r, session)
-	if err != nil {
-		return nil, err
-	}
+	req := s.requester(r, session)
 	x := exchangeOf(ctx)
 	x.saw(sig, r.requestID)
 	switch r.status {

@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -45,8 +44,10 @@ func (Consents) Name() string     { return "consents" }
 func (Consents) Tables() []string { return []string{"consents"} }
 
 func (Consents) Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEvent) error {
-	if !strings.HasPrefix(ev.Type, "consent.") || strings.HasPrefix(ev.Type, "consent.client-") {
-		return nil
+	switch ev.Type {
+	case consent.TypeGranted, consent.TypeDenied, consent.TypeRevoked:
+	default:
+		return nil // clients and token facts: not decoded for nothing
 	}
 	payload, err := consent.Decode(ev.Type, ev.Data)
 	if err != nil {
