@@ -215,7 +215,7 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 
 	if subErr != nil {
-		writeReport(out, cfg, facts, cells, subs, nil, nil)
+		writeReport(out, cfg, facts, cells, subs, nil, nil, nil)
 		return subErr
 	}
 	var enroll, steps, introspect *enrollResult
@@ -250,12 +250,6 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 				r.clients, r.perSecond(), ms(r.lat.percentile(50)), ms(r.lat.percentile(99)))
 		}
 	}
-	defer func() {
-		if introspect != nil {
-			fmt.Fprintf(out, "\nOAuth2 introspection over HTTP (RFC 7662, client-authenticated, the token read from the oauth_tokens read model), %d concurrent clients for %s: %.0f requests/s, p50 %s, p99 %s (target: 20000/s, p99 5 ms)\n",
-				introspect.clients, cfg.Duration, introspect.perSecond(), ms(introspect.lat.percentile(50)), ms(introspect.lat.percentile(99)))
-		}
-	}()
 	// Last, so that the double's memory (it keeps every event) weighs on
 	// no measurement of the PostgreSQL log.
 	esdbRows, err := measureESDB(ctx, cfg, logger, progress)
@@ -263,13 +257,13 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 	if len(esdbRows) == 0 {
-		writeReport(out, cfg, facts, cells, subs, enroll, steps)
+		writeReport(out, cfg, facts, cells, subs, enroll, steps, introspect)
 		return nil
 	}
 	// One blank line between the report and the EventStoreDB rows, whichever
 	// line of the report comes last.
 	var report strings.Builder
-	writeReport(&report, cfg, facts, cells, subs, enroll, steps)
+	writeReport(&report, cfg, facts, cells, subs, enroll, steps, introspect)
 	fmt.Fprint(out, strings.TrimRight(report.String(), "\n")+"\n\n")
 	writeESDBReport(out, cfg, esdbRows)
 	return nil

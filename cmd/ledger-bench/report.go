@@ -59,7 +59,7 @@ func machineFacts(ctx context.Context, pool *pgxpool.Pool) (facts, error) {
 }
 
 // writeReport prints Markdown that can be pasted into the README as is.
-func writeReport(w io.Writer, cfg Config, f facts, cells []cell, subs []subResult, enroll, steps *enrollResult) {
+func writeReport(w io.Writer, cfg Config, f facts, cells []cell, subs []subResult, enroll, steps, introspect *enrollResult) {
 	fmt.Fprintf(w, "### Event log benchmark\n\n")
 	fmt.Fprintf(w, "- Machine: %d CPUs (GOMAXPROCS %d), %s/%s, %s\n", f.cpus, f.gomaxprocs, runtime.GOOS, runtime.GOARCH, f.goVersion)
 	fmt.Fprintf(w, "- PostgreSQL: %s\n", f.postgres)
@@ -103,6 +103,10 @@ func writeReport(w io.Writer, cfg Config, f facts, cells []cell, subs []subResul
 	if enroll != nil {
 		fmt.Fprintf(w, "Shortcut enrollment over HTTP (SMS request + enrollWithPhoneNumber, argon2id for code and PIN, projections live), %d concurrent clients for %s: %.1f enrollments/s, p50 %s, p99 %s\n\n",
 			enroll.clients, cfg.Duration, enroll.perSecond(), ms(enroll.lat.percentile(50)), ms(enroll.lat.percentile(99)))
+	}
+	if introspect != nil {
+		fmt.Fprintf(w, "OAuth2 introspection over HTTP (RFC 7662, client-authenticated, the token read from the oauth_tokens read model), %d concurrent clients for %s: %.0f requests/s, p50 %s, p99 %s (target: 20000/s, p99 5 ms)\n\n",
+			introspect.clients, cfg.Duration, introspect.perSecond(), ms(introspect.lat.percentile(50)), ms(introspect.lat.percentile(99)))
 	}
 	if steps != nil {
 		fmt.Fprintf(w, "pims.subscription.steps by stepsID over HTTP (remoteCommands, three steps, from the steps cache), %d concurrent clients for %s: %.0f requests/s, p50 %s, p99 %s\n\n",
