@@ -406,13 +406,13 @@ func (h *handlers) promptError(c echo.Context, err error) error {
 // PurgePromptFlows deletes expired consent-prompt flows and portal
 // sessions: browser state that outlived its use.
 func (s *Server) PurgePromptFlows(ctx context.Context) (int64, error) {
-	if s.idem == nil {
+	if s.pool == nil {
 		return 0, nil
 	}
-	flows, err := s.idem.pool.Exec(ctx, `DELETE FROM prompt_flows WHERE expires_at < now()`)
+	flows, err := s.pool.Exec(ctx, `DELETE FROM prompt_flows WHERE expires_at < now()`)
 	if err != nil {
 		return 0, err
 	}
-	sessions, err := s.idem.pool.Exec(ctx, `DELETE FROM portal_sessions WHERE expires_at < now()`)
+	sessions, err := s.pool.Exec(ctx, `DELETE FROM portal_sessions WHERE expires_at < now()`)
 	return flows.RowsAffected() + sessions.RowsAffected(), err
 }

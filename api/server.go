@@ -94,6 +94,7 @@ type Server struct {
 	ready    []ReadyCheck
 	metrics  *httpMetrics
 	idem     *idempotency
+	pool     *pgxpool.Pool // nil in tests that need no database
 
 	// onListen, when set, learns the bound address (tests listen on :0).
 	onListen func(net.Addr)
@@ -135,6 +136,7 @@ func New(cfg Config, deps Deps) *Server {
 		ready:    deps.Ready,
 		metrics:  newHTTPMetrics(reg),
 	}
+	s.pool = deps.Pool
 	if deps.Pool != nil {
 		s.idem = newIdempotency(deps.Pool)
 	} else {
