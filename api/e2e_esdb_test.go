@@ -13,7 +13,7 @@ import (
 
 // openESDB is a storeFactory for the EventStoreDB log: an in-process double
 // of the server, with the adapter configured as `ledger serve` configures it.
-func openESDB(t *testing.T, _ string) eventstore.Store {
+func openESDB(t *testing.T) eventstore.Store {
 	t.Helper()
 	srv := esdbtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

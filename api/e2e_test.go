@@ -34,7 +34,7 @@ type ledger struct {
 }
 
 // storeFactory opens the event log of a test; the PostgreSQL log by default.
-type storeFactory func(t *testing.T, dbURL string) eventstore.Store
+type storeFactory func(t *testing.T) eventstore.Store
 
 func newLedger(t *testing.T, open storeFactory) *ledger { return newLedgerWith(t, open, nil) }
 
@@ -45,7 +45,7 @@ func newLedgerWith(t *testing.T, open storeFactory, configure func(*api.App)) *l
 	pool := dbtest.Pool(t)
 	var store eventstore.Store
 	if open != nil {
-		store = open(t, "")
+		store = open(t)
 	}
 	if store == nil {
 		pg, err := eventstore.OpenPostgres(context.Background(), pool, eventstore.PostgresOptions{})
