@@ -32,7 +32,7 @@ const defaultDatabaseURL = "postgres://postgres:postgres@127.0.0.1:5432/postgres
 
 // benchDatabase is created and dropped by every run, so a run never measures
 // a log that earlier runs (or the application) have already filled.
-const benchDatabase = "ledger_bench"
+var benchDatabase = "ledger_bench"
 
 func main() {
 	if err := mainErr(); err != nil {
@@ -50,7 +50,8 @@ func mainErr() error {
 	writers := joinInts(cfg.Writers)
 	esdbWriters := joinInts(cfg.ESDBWriters)
 	var cpuProfile string
-	flag.StringVar(&serverURL, "database-url", serverURL, "PostgreSQL server to measure (env LEDGER_BENCH_DATABASE_URL); the run creates and drops its own database "+benchDatabase+" there")
+	flag.StringVar(&serverURL, "database-url", serverURL, "PostgreSQL server to measure (env LEDGER_BENCH_DATABASE_URL); the run creates and drops its own database there")
+	flag.StringVar(&benchDatabase, "database-name", benchDatabase, "name of the scratch database the run creates and drops (runs sharing a server need different names)")
 	flag.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured time of each side (log, raw) of each cell")
 	flag.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "rounds each cell's duration is split into, alternating log and raw")
 	flag.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured time at the start of each round")
