@@ -26,6 +26,7 @@ func allProjections() []projections.Projection {
 		projections.Consents{},
 		projections.Webhooks{},
 		projections.OAuthTokens{},
+		projections.Subjects{},
 	}
 }
 
