@@ -27,3 +27,18 @@ CREATE TABLE subject_client_grants (
     account_id uuid NOT NULL,
     PRIMARY KEY (client_id, stream)
 );
+
+-- Per-subject data keys (crypto-shredding). Personal data in events is
+-- sealed with the key of the account it belongs to (AES-256-GCM); the key is
+-- stored wrapped by the master key (LEDGER_DATA_KEY). Erasure sets
+-- wrapped_key to NULL: the ciphertext stays in the log, unreadable forever.
+CREATE TABLE subject_keys (
+    account_id  uuid PRIMARY KEY,
+    wrapped_key bytea,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    erased_at   timestamptz,
+    CHECK ((wrapped_key IS NULL) = (erased_at IS NOT NULL))
+);
+
+-- An erased account keeps its row (status "erased") without its address.
+ALTER TABLE accounts ALTER COLUMN email DROP NOT NULL;
