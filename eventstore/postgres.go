@@ -87,24 +87,31 @@ func (p *Postgres) Close() error {
 func (p *Postgres) Ping(ctx context.Context) error { return p.pool.Ping(ctx) }
 
 const appendSQL = `
-WITH cur AS (
-    SELECT coalesce(last.revision, -1) AS rev, last.hash
+WITH RECURSIVE cur AS MATERIALIZED (
+    SELECT coalesce(last.revision, -1) AS rev, coalesce(last.hash, ''::bytea) AS hash
     FROM (SELECT 1) one
     LEFT JOIN LATERAL (SELECT revision, hash FROM events WHERE stream_id = $1 ORDER BY revision DESC LIMIT 1) last ON true
+), ev AS MATERIALIZED (
+    SELECT e.ord, e.id, e.type, e.data, e.meta, cur.rev + e.ord AS revision,
+           ledger_event_body($1, cur.rev + e.ord, e.id, e.type, e.data, e.meta) AS body
+    FROM cur, unnest($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS e(id, type, data, meta, ord)
 ), chain AS (
-    SELECT ledger_chain(cur.hash, $1, cur.rev + 1, $2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[]) AS hashes FROM cur
+    SELECT 0::bigint AS ord, cur.hash FROM cur
+    UNION ALL
+    SELECT ev.ord, ledger_link(chain.hash, ev.body) FROM chain JOIN ev ON ev.ord = chain.ord + 1
 ), ins AS (
     INSERT INTO events (stream_id, revision, event_id, type, data, metadata, prev_hash, hash)
-    SELECT $1, cur.rev + e.ord, e.id, e.type, e.data, e.meta,
-           CASE WHEN e.ord = 1 THEN coalesce(cur.hash, ''::bytea) ELSE chain.hashes[e.ord - 1] END, chain.hashes[e.ord]
-    FROM cur, chain, unnest($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS e(id, type, data, meta, ord)
+    SELECT $1, ev.revision, ev.id, ev.type, ev.data, ev.meta, p.hash, c.hash
+    FROM cur, ev
+    JOIN chain c ON c.ord = ev.ord
+    JOIN chain p ON p.ord = ev.ord - 1
     WHERE CASE $6::text
         WHEN 'any' THEN true
         WHEN 'no_stream' THEN cur.rev = -1
         WHEN 'exists' THEN cur.rev >= 0
         ELSE cur.rev = $7::bigint
     END
-    ORDER BY e.ord
+    ORDER BY ev.ord
     RETURNING position, revision, tx_id
 )
 SELECT (SELECT rev FROM cur), count(*), coalesce(max(revision), -1), coalesce(max(position), 0),
