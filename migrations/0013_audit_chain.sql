@@ -5,7 +5,8 @@
 -- (previous hash of its stream, stream id, revision, event id, type,
 -- SHA-256 of its data as stored, SHA-256 of its metadata fields), and the
 -- hash of the event before it in its stream (prev_hash; empty for revision
--- 0). Appends compute both in their one statement (eventstore/postgres.go);
+-- 0). Appends compute both in their one statement (eventstore/postgres.go,
+-- which passes the parts that need no database already encoded);
 -- events written before this migration are chained here, in revision order,
 -- so the whole log verifies from its first event.
 
@@ -17,8 +18,10 @@ CREATE FUNCTION ledger_lp(b bytea) RETURNS bytea
 
 -- ledger_event_body is the encoding after the version and the previous
 -- hash: everything the event itself holds.
+-- STABLE, not IMMUTABLE: convert_to is STABLE, and PostgreSQL inlines a
+-- SQL function only when it is declared no less volatile than its body.
 CREATE FUNCTION ledger_event_body(stream text, rev bigint, id uuid, typ text, data jsonb, meta jsonb) RETURNS bytea
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    LANGUAGE sql STABLE PARALLEL SAFE
     RETURN ledger_lp(convert_to(stream, 'UTF8'))
         || int8send(rev)
         || ledger_lp(uuid_send(id))
@@ -28,11 +31,11 @@ CREATE FUNCTION ledger_event_body(stream text, rev bigint, id uuid, typ text, da
             ledger_lp(convert_to(coalesce(meta->>'correlationId', ''), 'UTF8'))
             || ledger_lp(convert_to(coalesce(meta->>'causationId', ''), 'UTF8'))
             || ledger_lp(convert_to(coalesce(meta->>'actor', ''), 'UTF8'))
-            || ledger_lp(convert_to(coalesce(meta->>'occurredAt', ''), 'UTF8'))));
+            || ledger_lp(convert_to(coalesce(meta->>'occurredAt', '0001-01-01T00:00:00Z'), 'UTF8'))));
 
 -- ledger_link hashes an event's body onto the previous hash of its stream.
 CREATE FUNCTION ledger_link(prev bytea, body bytea) RETURNS bytea
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    LANGUAGE sql STABLE PARALLEL SAFE
     RETURN sha256(ledger_lp(convert_to('ledger-chain-v1', 'UTF8')) || ledger_lp(coalesce(prev, ''::bytea)) || body);
 
 ALTER TABLE events ADD COLUMN prev_hash bytea, ADD COLUMN hash bytea;

@@ -54,10 +54,12 @@ func decodeBase64(s string) ([]byte, error) {
 	return base64.RawStdEncoding.DecodeString(s)
 }
 
+func encodeBase64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
 // auditPublicKey is the base64 public key of the signing key, as printed and
 // served.
 func (c *config) auditPublicKey() string {
-	return base64.StdEncoding.EncodeToString(c.AuditKey.Public().(ed25519.PublicKey))
+	return encodeBase64(c.AuditKey.Public().(ed25519.PublicKey))
 }
 
 // checkpointPolicy reads how often the audit_checkpoints projection records
