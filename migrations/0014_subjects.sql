@@ -27,6 +27,7 @@ CREATE TABLE subject_client_grants (
     account_id uuid NOT NULL,
     PRIMARY KEY (client_id, stream)
 );
+CREATE INDEX subject_client_grants_account ON subject_client_grants (account_id);
 
 -- Per-subject data keys (crypto-shredding). Personal data in events is
 -- sealed with the key of the account it belongs to (AES-256-GCM); the key is

@@ -150,3 +150,12 @@ func ClientGrantStreams(ctx context.Context, db Querier, clientID uuid.UUID) ([]
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
+
+// SubjectClients lists the clients an account ever answered.
+func SubjectClients(ctx context.Context, db Querier, accountID uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := db.Query(ctx, `SELECT client_id FROM subject_client_grants WHERE account_id = $1 ORDER BY client_id`, accountID)
+	if err != nil {
+		return nil, fmt.Errorf("subject clients: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+}
