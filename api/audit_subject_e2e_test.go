@@ -76,7 +76,12 @@ func newAuditFixture(t *testing.T, email, phone string) *auditFixture {
 	if phone != "" {
 		f.dev.shortcut(phone, "424242")
 	}
-	pause := func() time.Time { time.Sleep(5 * time.Millisecond); at := time.Now(); time.Sleep(5 * time.Millisecond); return at }
+	pause := func() time.Time {
+		time.Sleep(5 * time.Millisecond)
+		at := time.Now()
+		time.Sleep(5 * time.Millisecond)
+		return at
+	}
 	f.before = pause()
 	if _, err := l.cmds.DecideConsent(context.Background(), commands.ConsentDecision{AccountID: f.account, ClientID: f.client, Accept: true,
 		Scopes: []string{"account:profile", "vehicle:status"}, NoticeVersion: "2026-01", CollectionMethod: "hosted-consent-prompt"}); err != nil {
@@ -93,7 +98,7 @@ func TestAuditConsentsAtAnInstant(t *testing.T) {
 	l := f.l
 	at := func(path string, when time.Time) []any {
 		t.Helper()
-		a := l.audit(path + "?asOf=" + when.UTC().Format(time.RFC3339Nano)).want(t, 200, "")
+		a := l.audit(path+"?asOf="+when.UTC().Format(time.RFC3339Nano)).want(t, 200, "")
 		return a.body["grants"].([]any)
 	}
 	for _, path := range []string{"/v1/audit/accounts/" + f.account.String() + "/consents", "/v1/audit/clients/" + f.client.String() + "/consents"} {
@@ -122,7 +127,7 @@ func TestAuditConsentsAtAnInstant(t *testing.T) {
 	if g := at("/v1/audit/accounts/"+f.account.String()+"/consents", f.during); len(g) != 1 {
 		t.Fatalf("the answer read the read model: %v", g)
 	}
-	l.audit("/v1/audit/accounts/" + f.account.String() + "/consents?asOf=yesterday").want(t, 400, "invalid_as_of")
+	l.audit("/v1/audit/accounts/"+f.account.String()+"/consents?asOf=yesterday").want(t, 400, "invalid_as_of")
 	l.audit("/v1/audit/accounts/"+uuid.NewString()+"/consents").want(t, 404, "unknown_account")
 	l.do("GET", "/v1/audit/accounts/"+f.account.String()+"/consents", "").want(t, 401, "")
 	l.do("GET", "/v1/audit/accounts/"+f.account.String()+"/consents", "", "Authorization", "Bearer "+f.dev.token).want(t, 401, "")
@@ -217,7 +222,7 @@ func TestConsentReceipts(t *testing.T) {
 	if r["piiPrincipalId"] != f.account.String() || r["noticeVersion"] != "2026-01" || r["collectionMethod"] != "hosted-consent-prompt" {
 		t.Fatalf("receipt: %v", r)
 	}
-	audited := l.audit("/v1/audit/accounts/" + f.account.String() + "/consents/" + f.client.String() + "/receipt").want(t, 200, "")
+	audited := l.audit("/v1/audit/accounts/"+f.account.String()+"/consents/"+f.client.String()+"/receipt").want(t, 200, "")
 	if audited.raw != mine.raw {
 		t.Fatal("the auditor's receipt differs from the user's")
 	}
@@ -276,8 +281,8 @@ func TestErasureLeavesNoPersonalData(t *testing.T) {
 	if !sawErasure || !sawRegistration {
 		t.Fatalf("history after erasure lacks the facts: %s", history.raw)
 	}
-	keep(l.audit("/v1/audit/accounts/" + f.account.String() + "/consents?asOf=" + f.during.UTC().Format(time.RFC3339Nano)).want(t, 200, ""))
-	receiptAfter := keep(l.audit("/v1/audit/accounts/" + f.account.String() + "/consents/" + f.client.String() + "/receipt").want(t, 200, ""))
+	keep(l.audit("/v1/audit/accounts/"+f.account.String()+"/consents?asOf="+f.during.UTC().Format(time.RFC3339Nano)).want(t, 200, ""))
+	receiptAfter := keep(l.audit("/v1/audit/accounts/"+f.account.String()+"/consents/"+f.client.String()+"/receipt").want(t, 200, ""))
 	verifyReceipt(t, receiptAfter)
 	var before map[string]any
 	_ = json.Unmarshal([]byte(receiptBefore), &before)
