@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +32,19 @@ func sealed(t *testing.T, pool *pgxpool.Pool, inner eventstore.Store) eventstore
 		t.Fatal(err)
 	}
 	return eventstore.Seal(inner, keys, commands.PersonalData{})
+}
+
+// auditorKeys caches one auditor key per test ledger.
+var auditorKeys sync.Map // *ledger → string
+
+func (l *ledger) auditorKey() string {
+	l.t.Helper()
+	if k, ok := auditorKeys.Load(l); ok {
+		return k.(string)
+	}
+	_, key := l.issueAuditor("Compliance")
+	auditorKeys.Store(l, key)
+	return key
 }
 
 func (l *ledger) audit(path string) answer {
@@ -147,7 +161,7 @@ func TestAuditHistoryReplay(t *testing.T) {
 			t.Fatalf("line %d is not after line %d: %v", i, i-1, lines)
 		}
 		prev = pos
-		for _, field := range []string{"stream", "type", "time", "actor", "data", "id", "revision"} {
+		for _, field := range []string{"stream", "type", "time", "actor", "data", "id", "revision", "hash"} {
 			if _, ok := line[field]; !ok {
 				t.Fatalf("line %d lacks %s: %v", i, field, line)
 			}

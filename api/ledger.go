@@ -66,6 +66,7 @@ func Mount(s *Server, app App) {
 		h.mountPrompt()
 	}
 	h.mountPartner(h.mountOAuth())
+	h.mountAudit(h.mountAuditors(admin))
 	h.mountSubjects(user, admin)
 
 	if s.Config().Dev && app.DevOutbox != nil {
