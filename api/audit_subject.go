@@ -199,11 +199,11 @@ func (m *historyMerge) fill(ctx context.Context, cur *streamCursor) error {
 			cur.next = evs[len(evs)-1].Revision + 1
 		}
 		for _, ev := range evs {
-			if cur.rng.Last.Less(ev.Position) {
+			if ev.Revision > cur.rng.LastRevision {
 				cur.done = true
 				break
 			}
-			if ev.Position.Less(cur.rng.First) || m.othersEvent(ev.Data) {
+			if m.othersEvent(ev.Data) {
 				continue
 			}
 			cur.buf = append(cur.buf, ev)
@@ -218,7 +218,7 @@ func (m *historyMerge) othersEvent(data []byte) bool {
 }
 
 func (m *historyMerge) add(ctx context.Context, r projections.SubjectStream) error {
-	cur := &streamCursor{rng: r}
+	cur := &streamCursor{rng: r, next: r.FirstRevision}
 	if err := m.fill(ctx, cur); err != nil {
 		return err
 	}
