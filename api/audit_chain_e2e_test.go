@@ -26,7 +26,7 @@ func auditLedger(t *testing.T) (l *ledger, key ed25519.PrivateKey, auditor, acco
 	return l, key, auditor, me.body["accountId"].(string)
 }
 
-func (l *ledger) audit(path string, auditor string) answer {
+func (l *ledger) auditGet(path string, auditor string) answer {
 	l.t.Helper()
 	return l.do("GET", path, "", "Authorization", "Bearer "+auditor)
 }
@@ -72,12 +72,12 @@ func wantValid(t *testing.T, a answer) {
 
 func TestAuditVerifyDetectsAnEditInTheDatabase(t *testing.T) {
 	l, _, auditor, account := auditLedger(t)
-	l.audit("/v1/audit/verify?accountId="+account, "").want(t, 401, "auditor_key_invalid")
-	l.audit("/v1/audit/verify?accountId=nope", auditor).want(t, 400, "invalid_account_id")
-	l.audit("/v1/audit/verify?accountId=00000000-0000-0000-0000-000000000001", auditor).want(t, 404, "unknown_account")
+	l.auditGet("/v1/audit/verify?accountId="+account, "").want(t, 401, "auditor_key_invalid")
+	l.auditGet("/v1/audit/verify?accountId=nope", auditor).want(t, 400, "invalid_account_id")
+	l.auditGet("/v1/audit/verify?accountId=00000000-0000-0000-0000-000000000001", auditor).want(t, 404, "unknown_account")
 
-	wantValid(t, l.audit("/v1/audit/verify?accountId="+account, auditor).want(t, 200, ""))
-	whole := l.audit("/v1/audit/verify", auditor).want(t, 200, "")
+	wantValid(t, l.auditGet("/v1/audit/verify?accountId="+account, auditor).want(t, 200, ""))
+	whole := l.auditGet("/v1/audit/verify", auditor).want(t, 200, "")
 	wantValid(t, whole)
 	if whole.body["checkpoints"].(float64) < 1 {
 		t.Fatalf("no checkpoint compared: %s", whole.raw)
@@ -86,7 +86,7 @@ func TestAuditVerifyDetectsAnEditInTheDatabase(t *testing.T) {
 	stream := "account-" + account
 	l.tamper(`UPDATE events SET data = data || '{"status":"vip"}' WHERE stream_id = $1 AND revision = 0`, stream)
 	for _, path := range []string{"/v1/audit/verify?accountId=" + account, "/v1/audit/verify"} {
-		a := l.audit(path, auditor).want(t, 200, "")
+		a := l.auditGet(path, auditor).want(t, 200, "")
 		if a.body["valid"] != false || a.body["reason"] != eventstore.ReasonHash || a.body["stream"] != stream ||
 			fmt.Sprint(a.body["firstInvalidPosition"]) != fmt.Sprint(l.positionOf(stream, 0)) {
 			t.Fatalf("%s: %s", path, a.raw)
@@ -101,7 +101,7 @@ func TestAuditVerifyDetectsRecomputedHashesAndRemovedEvents(t *testing.T) {
 	// next one.
 	l.tamper(`UPDATE events SET data = data || '{"x":1}', hash = ledger_link(prev_hash, ledger_event_body(stream_id, revision, event_id, type, data || '{"x":1}', metadata))
 		WHERE stream_id = $1 AND revision = 0`, stream)
-	a := l.audit("/v1/audit/verify?accountId="+account, auditor).want(t, 200, "")
+	a := l.auditGet("/v1/audit/verify?accountId="+account, auditor).want(t, 200, "")
 	if a.body["valid"] != false || a.body["reason"] != eventstore.ReasonLink || a.body["revision"] != float64(1) {
 		t.Fatalf("recomputed hash: %s", a.raw)
 	}
@@ -112,10 +112,10 @@ func TestAuditVerifyDetectsRecomputedHashesAndRemovedEvents(t *testing.T) {
 	stream2 := "account-" + account2
 	var last int
 	_ = l2.pool.QueryRow(context.Background(), `SELECT max(revision) FROM events WHERE stream_id = $1`, stream2).Scan(&last)
-	wantValid(t, l2.audit("/v1/audit/verify", auditor2).want(t, 200, ""))
+	wantValid(t, l2.auditGet("/v1/audit/verify", auditor2).want(t, 200, ""))
 	l2.tamper(`DELETE FROM events WHERE stream_id = $1 AND revision = $2`, stream2, last)
-	wantValid(t, l2.audit("/v1/audit/verify?accountId="+account2, auditor2).want(t, 200, ""))
-	if w := l2.audit("/v1/audit/verify", auditor2).want(t, 200, ""); w.body["valid"] != false || w.body["reason"] != eventstore.ReasonCheckpoint {
+	wantValid(t, l2.auditGet("/v1/audit/verify?accountId="+account2, auditor2).want(t, 200, ""))
+	if w := l2.auditGet("/v1/audit/verify", auditor2).want(t, 200, ""); w.body["valid"] != false || w.body["reason"] != eventstore.ReasonCheckpoint {
 		t.Fatalf("whole log after a removal: %s", w.raw)
 	}
 }
@@ -123,15 +123,15 @@ func TestAuditVerifyDetectsRecomputedHashesAndRemovedEvents(t *testing.T) {
 func TestAuditCheckpointsAreSignedWithThePublishedKey(t *testing.T) {
 	l, key, auditor, _ := auditLedger(t)
 	l.do("GET", "/v1/audit/checkpoints", "", "Authorization", "Bearer "+adminToken).want(t, 401, "auditor_key_invalid")
-	l.audit("/v1/audit/checkpoints?limit=0", auditor).want(t, 400, "invalid_limit")
-	l.audit("/v1/audit/checkpoints?before=x", auditor).want(t, 400, "invalid_before")
+	l.auditGet("/v1/audit/checkpoints?limit=0", auditor).want(t, 400, "invalid_limit")
+	l.auditGet("/v1/audit/checkpoints?before=x", auditor).want(t, 400, "invalid_before")
 
-	pk := l.audit("/v1/audit/public-key", auditor).want(t, 200, "")
+	pk := l.auditGet("/v1/audit/public-key", auditor).want(t, 200, "")
 	pub, _ := base64.StdEncoding.DecodeString(pk.body["publicKey"].(string))
 	if !ed25519.PublicKey(pub).Equal(key.Public()) || pk.body["algorithm"] != "Ed25519" {
 		t.Fatalf("public key: %s", pk.raw)
 	}
-	a := l.audit("/v1/audit/checkpoints?limit=2", auditor).want(t, 200, "")
+	a := l.auditGet("/v1/audit/checkpoints?limit=2", auditor).want(t, 200, "")
 	cps := a.body["checkpoints"].([]any)
 	if len(cps) != 2 {
 		t.Fatalf("checkpoints: %s", a.raw)
@@ -140,7 +140,7 @@ func TestAuditCheckpointsAreSignedWithThePublishedKey(t *testing.T) {
 	if cps[1].(map[string]any)["count"].(float64) >= newest["count"].(float64) {
 		t.Fatalf("not newest first: %s", a.raw)
 	}
-	older := l.audit(fmt.Sprintf("/v1/audit/checkpoints?before=%v&limit=1", newest["count"]), auditor).want(t, 200, "")
+	older := l.auditGet(fmt.Sprintf("/v1/audit/checkpoints?before=%v&limit=1", newest["count"]), auditor).want(t, 200, "")
 	if older.body["checkpoints"].([]any)[0].(map[string]any)["count"] != cps[1].(map[string]any)["count"] {
 		t.Fatalf("paging: %s", older.raw)
 	}

@@ -67,6 +67,7 @@ func Mount(s *Server, app App) {
 	}
 	h.mountPartner(h.mountOAuth())
 	h.mountAudit(h.mountAuditors(admin))
+	h.mountSubjects(user, admin)
 
 	if s.Config().Dev && app.DevOutbox != nil {
 		e.GET("/v1/dev/outbox", h.devOutbox)

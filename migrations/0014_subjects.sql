@@ -1,15 +1,17 @@
 -- Subject index (projection "subjects"): every stream that concerns an
--- account, with the first and last log position of its events that concern
--- it. Auditors' history replay and point-in-time answers find the streams
--- here, then read the log itself.
+-- account, with the revisions and times of the first and last of its
+-- events that concern it. Auditors' history replay and point-in-time answers
+-- find the streams here, then read the log itself. Revisions and event
+-- times, not log positions: they are the same on every log, so the index
+-- rebuilds identically after a move to EventStoreDB.
 CREATE TABLE subject_streams (
-    account_id      uuid   NOT NULL,
-    stream          text   NOT NULL,
-    first_commit    bigint NOT NULL,
-    first_prepare   bigint NOT NULL,
-    last_commit     bigint NOT NULL,
-    last_prepare    bigint NOT NULL,
-    events          bigint NOT NULL,
+    account_id      uuid        NOT NULL,
+    stream          text        NOT NULL,
+    first_revision  bigint      NOT NULL,
+    last_revision   bigint      NOT NULL,
+    first_at        timestamptz NOT NULL,
+    last_at         timestamptz NOT NULL,
+    events          bigint      NOT NULL,
     PRIMARY KEY (account_id, stream)
 );
 
@@ -27,6 +29,7 @@ CREATE TABLE subject_client_grants (
     account_id uuid NOT NULL,
     PRIMARY KEY (client_id, stream)
 );
+CREATE INDEX subject_client_grants_account ON subject_client_grants (account_id);
 
 -- Per-subject data keys (crypto-shredding). Personal data in events is
 -- sealed with the key of the account it belongs to (AES-256-GCM); the key is

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -15,7 +16,9 @@ import (
 // Subjects is the subject index: for each account, every stream that
 // concerns it (its account and enrollment streams, its e-mail reservation,
 // sessions, the cars it owned, their steps, its grants and OAuth token
-// families) with the first and last position of the events that concern it.
+// families) with the first and last revision (and time) of the events that
+// concern it. Stream revisions, not log positions: they are the same on
+// every log, so the index rebuilds identically after a move to EventStoreDB.
 // Auditors find a subject's history through it, then read the log itself:
 // the index says where to look, never what happened.
 //
@@ -38,8 +41,8 @@ type subjectFields struct {
 }
 
 func (Subjects) Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEvent) error {
-	if strings.HasPrefix(ev.StreamID, "client-") {
-		return nil // a partner's registration concerns no end user
+	if !subjectArea(ev.StreamID) {
+		return nil // a partner's registration, an auditor: no end user
 	}
 	var f subjectFields
 	if err := json.Unmarshal(ev.Data, &f); err != nil {
@@ -64,12 +67,11 @@ func (Subjects) Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEven
 			return err
 		}
 	}
-	c, p := int64(ev.Position.Commit), int64(ev.Position.Prepare)
 	if _, err := tx.Exec(ctx, `
-		INSERT INTO subject_streams (account_id, stream, first_commit, first_prepare, last_commit, last_prepare, events)
-		VALUES ($1, $2, $3, $4, $3, $4, 1)
-		ON CONFLICT (account_id, stream) DO UPDATE SET last_commit = $3, last_prepare = $4,
-			events = subject_streams.events + 1`, subject, ev.StreamID, c, p); err != nil {
+		INSERT INTO subject_streams (account_id, stream, first_revision, last_revision, first_at, last_at, events)
+		VALUES ($1, $2, $3, $3, $4, $4, 1)
+		ON CONFLICT (account_id, stream) DO UPDATE SET last_revision = $3, last_at = $4,
+			events = subject_streams.events + 1`, subject, ev.StreamID, int64(ev.Revision), ev.Metadata.OccurredAt); err != nil {
 		return err
 	}
 	if strings.HasPrefix(ev.StreamID, "grant-") && f.ClientID != nil {
@@ -80,6 +82,19 @@ func (Subjects) Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEven
 		}
 	}
 	return nil
+}
+
+// subjectStreamPrefixes are the areas whose streams can concern an end
+// user; the others (clients, auditors) are not even decoded.
+var subjectStreamPrefixes = []string{"account-", "email-", "session-", "enrollment-", "vehicle-", "steps-", "grant-", "oauth-"}
+
+func subjectArea(stream string) bool {
+	for _, p := range subjectStreamPrefixes {
+		if strings.HasPrefix(stream, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // streamSubject reads the account out of the streams named after it.
@@ -98,37 +113,36 @@ type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// SubjectStream is one stream of a subject and the positions, first and
-// last, of its events that concern the subject.
+// SubjectStream is one stream of a subject: the revisions, first and
+// last, of its events that concern the subject, and their times.
 type SubjectStream struct {
-	Stream string
-	First  eventstore.Position
-	Last   eventstore.Position
-	Events int64
+	Stream                      string
+	FirstRevision, LastRevision uint64
+	FirstAt, LastAt             time.Time
+	Events                      int64
 }
 
 // SubjectStreamRanges lists every stream that concerns an account, in the
-// order of their first event. An unknown account has none.
+// order of their first event's time. An unknown account has none.
 func SubjectStreamRanges(ctx context.Context, db Querier, accountID uuid.UUID) ([]SubjectStream, error) {
 	rows, err := db.Query(ctx, `
-		SELECT stream, first_commit, first_prepare, last_commit, last_prepare, events
+		SELECT stream, first_revision, last_revision, first_at, last_at, events
 		FROM subject_streams WHERE account_id = $1
-		ORDER BY first_commit, first_prepare`, accountID)
+		ORDER BY first_at, stream`, accountID)
 	if err != nil {
 		return nil, fmt.Errorf("subject streams: %w", err)
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (SubjectStream, error) {
 		var s SubjectStream
-		var fc, fp, lc, lp int64
-		err := r.Scan(&s.Stream, &fc, &fp, &lc, &lp, &s.Events)
-		s.First = eventstore.Position{Commit: uint64(fc), Prepare: uint64(fp)}
-		s.Last = eventstore.Position{Commit: uint64(lc), Prepare: uint64(lp)}
+		var first, last int64
+		err := r.Scan(&s.Stream, &first, &last, &s.FirstAt, &s.LastAt, &s.Events)
+		s.FirstRevision, s.LastRevision = uint64(first), uint64(last)
 		return s, err
 	})
 }
 
 // SubjectStreams lists the names of every stream that concerns an account,
-// in the order of their first event.
+// in the order of their first event's time.
 func SubjectStreams(ctx context.Context, db Querier, accountID uuid.UUID) ([]string, error) {
 	ranges, err := SubjectStreamRanges(ctx, db, accountID)
 	if err != nil {
@@ -149,4 +163,13 @@ func ClientGrantStreams(ctx context.Context, db Querier, clientID uuid.UUID) ([]
 		return nil, fmt.Errorf("client grant streams: %w", err)
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// SubjectClients lists the clients an account ever answered.
+func SubjectClients(ctx context.Context, db Querier, accountID uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := db.Query(ctx, `SELECT client_id FROM subject_client_grants WHERE account_id = $1 ORDER BY client_id`, accountID)
+	if err != nil {
+		return nil, fmt.Errorf("subject clients: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 }
