@@ -16,9 +16,13 @@ import (
 // auditLedger is a ledger with a signing key, an auditor and one signed-up
 // account.
 func auditLedger(t *testing.T) (l *ledger, key ed25519.PrivateKey, auditor, accountID string) {
+	return auditLedgerOn(t, nil)
+}
+
+func auditLedgerOn(t *testing.T, open storeFactory) (l *ledger, key ed25519.PrivateKey, auditor, accountID string) {
 	t.Helper()
 	_, key, _ = ed25519.GenerateKey(rand.Reader)
-	l = newLedgerWith(t, nil, func(app *api.App) { app.AuditKey = key })
+	l = newLedgerWith(t, open, func(app *api.App) { app.AuditKey = key })
 	_, auditor = l.issueAuditor("Regulator")
 	session := l.signIn("grace@example.com", "device-1")
 	me := l.do("GET", "/v1/me", "", "Authorization", "Bearer "+session, "X-Device-Id", "device-1").want(t, 200, "")
@@ -163,4 +167,25 @@ func checkpointMessage(t *testing.T, commit, prepare, count uint64, rolling []by
 		t.Fatal(err)
 	}
 	return eventstore.CheckpointMessage(eventstore.Position{Commit: commit, Prepare: prepare}, count, rolling, when)
+}
+
+// TestAuditVerifyStaysValidAfterErasure: erasure destroys the subject's key,
+// not a byte of the log, so the chain and the checkpoints still verify.
+func TestAuditVerifyStaysValidAfterErasure(t *testing.T) {
+	l, _, auditor, account := auditLedger(t)
+	l.do("POST", "/v1/admin/accounts/"+account+"/erase", "", "Authorization", "Bearer "+adminToken).want(t, 200, "")
+	wantValid(t, l.auditGet("/v1/audit/verify?accountId="+account, auditor).want(t, 200, ""))
+	wantValid(t, l.auditGet("/v1/audit/verify", auditor).want(t, 200, ""))
+}
+
+// TestAuditVerifyOnEventStoreDB: the chain travels in EventStoreDB metadata
+// and verifies the same way, checkpoints included.
+func TestAuditVerifyOnEventStoreDB(t *testing.T) {
+	l, _, auditor, account := auditLedgerOn(t, openESDB)
+	wantValid(t, l.auditGet("/v1/audit/verify?accountId="+account, auditor).want(t, 200, ""))
+	whole := l.auditGet("/v1/audit/verify", auditor).want(t, 200, "")
+	wantValid(t, whole)
+	if whole.body["checkpoints"].(float64) < 1 {
+		t.Fatalf("no checkpoint compared: %s", whole.raw)
+	}
 }
