@@ -123,25 +123,25 @@ FROM ins`
                   || ($11::bytea[])[1])
     FROM cur` + appendCondition + appendResult
 
-	// appendManySQL chains the events of a batch one after the other.
+	// appendManySQL chains the events of a batch one after the other. The
+	// recursion reads its inputs by subscript: joining the batch at each
+	// step would scan it once per event.
 	appendManySQL = `
-WITH RECURSIVE` + appendCur + `, ev AS MATERIALIZED (
-    SELECT e.ord, e.id, e.type, e.data, e.meta, cur.rev + e.ord AS revision, e.tail, e.metahash
-    FROM cur, unnest($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $10::bytea[], $11::bytea[])
-        WITH ORDINALITY AS e(id, type, data, meta, tail, metahash, ord)
-), chain AS (
-    SELECT 0::bigint AS ord, cur.hash FROM cur
+WITH RECURSIVE` + appendCur + `, chain AS (
+    SELECT 0::bigint AS ord, cur.rev, cur.hash FROM cur
     UNION ALL
-    SELECT ev.ord, sha256($8::bytea || int4send(length(chain.hash)) || chain.hash || $9::bytea || int8send(ev.revision)
-                          || ev.tail || '\x00000020'::bytea || sha256(convert_to(ev.data::text, 'UTF8')) || ev.metahash)
-    FROM chain JOIN ev ON ev.ord = chain.ord + 1
+    SELECT chain.ord + 1, chain.rev + 1,
+           sha256($8::bytea || int4send(length(chain.hash)) || chain.hash || $9::bytea || int8send(chain.rev + 1)
+                  || ($10::bytea[])[chain.ord + 1] || '\x00000020'::bytea
+                  || sha256(convert_to((($4::jsonb[])[chain.ord + 1])::text, 'UTF8')) || ($11::bytea[])[chain.ord + 1])
+    FROM chain WHERE chain.ord < cardinality($2::uuid[])
 ), ins AS (
     INSERT INTO events (stream_id, revision, event_id, type, data, metadata, prev_hash, hash)
-    SELECT $1, ev.revision, ev.id, ev.type, ev.data, ev.meta, p.hash, c.hash
-    FROM cur, ev
-    JOIN chain c ON c.ord = ev.ord
-    JOIN chain p ON p.ord = ev.ord - 1` + appendCondition + `
-    ORDER BY ev.ord` + appendResult
+    SELECT $1, c.rev, e.id, e.type, e.data, e.meta, p.hash, c.hash
+    FROM cur, unnest($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS e(id, type, data, meta, ord)
+    JOIN chain c ON c.ord = e.ord
+    JOIN chain p ON p.ord = e.ord - 1` + appendCondition + `
+    ORDER BY e.ord` + appendResult
 )
 
 type querier interface {
