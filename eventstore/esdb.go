@@ -59,6 +59,13 @@ type ESDB struct {
 	client *esdb.Client
 	closed bool
 	subs   map[*esdbSubscription]struct{}
+
+	// hashes remembers the hash of the newest event read of each stream,
+	// so an append right after the command's own read of the stream needs
+	// no extra read to chain on. Only reads fill it: an append the server
+	// takes for the retry of an earlier one keeps the earlier events,
+	// whose hashes may differ from the ones this append computed.
+	hashes hashCache
 }
 
 var _ Store = (*ESDB)(nil)
@@ -246,6 +253,9 @@ func (s *ESDB) chainStart(ctx context.Context, c *esdb.Client, stream string, ex
 		return chainAt{cond: NoStream}, nil, nil
 	}
 	if rev, ok := expected.Revision(); ok {
+		if h, ok := s.hashes.get(stream, rev); ok {
+			return chainAt{prev: h, next: rev + 1, cond: expected}, nil, nil
+		}
 		evs, err := s.readStream(ctx, c, stream, ReadStreamOptions{Direction: Backwards, From: rev, Max: 1})
 		if err != nil {
 			s.observe(c, err)
@@ -369,6 +379,7 @@ func (s *ESDB) readStream(ctx context.Context, c *esdb.Client, stream string, op
 		if err != nil {
 			return nil, err
 		}
+		s.hashes.put(re.StreamID, re.Revision, re.Hash)
 		out = append(out, re)
 	}
 }
@@ -846,4 +857,41 @@ func (sub *esdbSubscription) Close() error {
 	sub.cancel(errSubscriptionClosed)
 	<-sub.done
 	return nil
+}
+
+// hashCache maps a stream to the revision and hash of its newest event
+// seen. An event's hash never changes, so an entry is right for its
+// revision as long as it lives; a newer revision replaces it. It holds at
+// most hashCacheSize streams and starts afresh when full.
+type hashCache struct {
+	mu sync.Mutex
+	m  map[string]hashEntry
+}
+
+type hashEntry struct {
+	revision uint64
+	hash     []byte
+}
+
+const hashCacheSize = 100_000
+
+func (c *hashCache) get(stream string, revision uint64) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[stream]
+	return e.hash, ok && e.revision == revision && len(e.hash) > 0
+}
+
+func (c *hashCache) put(stream string, revision uint64, hash []byte) {
+	if len(hash) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= hashCacheSize {
+		c.m = make(map[string]hashEntry)
+	}
+	if e, ok := c.m[stream]; !ok || revision >= e.revision {
+		c.m[stream] = hashEntry{revision: revision, hash: hash}
+	}
 }
