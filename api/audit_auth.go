@@ -78,6 +78,7 @@ func (h *handlers) revokeAuditor(c echo.Context) error {
 // mountAudit registers the auditor routes on the /v1/audit group.
 func (h *handlers) mountAudit(auditor *echo.Group) {
 	auditor.GET("/whoami", h.auditorWhoami)
+	h.mountChain(auditor)
 }
 
 // auditorWhoami names the auditor a key belongs to, so a key can be tried.

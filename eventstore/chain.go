@@ -28,7 +28,8 @@ import (
 //	        lp(correlationId) lp(causationId) lp(actor) lp(occurredAt))))
 //
 // occurredAt is the RFC 3339 text the metadata holds (Go's time.RFC3339Nano
-// as written by json.Marshal); absent fields are empty strings. Data is
+// as written by json.Marshal; absent, the zero time 0001-01-01T00:00:00Z);
+// other absent fields are empty strings. Data is
 // hashed as stored: the PostgreSQL log stores JSON as jsonb, whose text is
 // normalised (key order, spacing), so it hashes that text, computed inside
 // the append statement (migrations/0013_audit_chain.sql implements this
@@ -56,6 +57,18 @@ func HashEvent(prev []byte, stream string, revision uint64, id uuid.UUID, eventT
 	b = lp(b, metaSum[:])
 	sum := sha256.Sum256(b)
 	return sum[:]
+}
+
+// The parts of the encoding the PostgreSQL append passes to its statement.
+var chainHead = lp(nil, []byte(chainVersion))
+
+func chainIDType(id uuid.UUID, eventType string) []byte {
+	return lp(lp(nil, id[:]), []byte(eventType))
+}
+
+func chainMetadata(m Metadata) []byte {
+	sum := metadataHash(m)
+	return lp(nil, sum[:])
 }
 
 // Rehash recomputes e's hash from its fields and its stored PrevHash.

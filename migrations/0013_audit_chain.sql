@@ -5,7 +5,8 @@
 -- (previous hash of its stream, stream id, revision, event id, type,
 -- SHA-256 of its data as stored, SHA-256 of its metadata fields), and the
 -- hash of the event before it in its stream (prev_hash; empty for revision
--- 0). Appends compute both in their one statement (ledger_chain below);
+-- 0). Appends compute both in their one statement (eventstore/postgres.go,
+-- which passes the parts that need no database already encoded);
 -- events written before this migration are chained here, in revision order,
 -- so the whole log verifies from its first event.
 
@@ -15,12 +16,13 @@ CREATE FUNCTION ledger_lp(b bytea) RETURNS bytea
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     RETURN int4send(length(b)) || b;
 
-CREATE FUNCTION ledger_event_hash(prev bytea, stream text, rev bigint, id uuid, typ text, data jsonb, meta jsonb) RETURNS bytea
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN sha256(
-        ledger_lp(convert_to('ledger-chain-v1', 'UTF8'))
-        || ledger_lp(coalesce(prev, ''::bytea))
-        || ledger_lp(convert_to(stream, 'UTF8'))
+-- ledger_event_body is the encoding after the version and the previous
+-- hash: everything the event itself holds.
+-- STABLE, not IMMUTABLE: convert_to is STABLE, and PostgreSQL inlines a
+-- SQL function only when it is declared no less volatile than its body.
+CREATE FUNCTION ledger_event_body(stream text, rev bigint, id uuid, typ text, data jsonb, meta jsonb) RETURNS bytea
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN ledger_lp(convert_to(stream, 'UTF8'))
         || int8send(rev)
         || ledger_lp(uuid_send(id))
         || ledger_lp(convert_to(typ, 'UTF8'))
@@ -29,22 +31,12 @@ CREATE FUNCTION ledger_event_hash(prev bytea, stream text, rev bigint, id uuid, 
             ledger_lp(convert_to(coalesce(meta->>'correlationId', ''), 'UTF8'))
             || ledger_lp(convert_to(coalesce(meta->>'causationId', ''), 'UTF8'))
             || ledger_lp(convert_to(coalesce(meta->>'actor', ''), 'UTF8'))
-            || ledger_lp(convert_to(coalesce(meta->>'occurredAt', ''), 'UTF8')))));
+            || ledger_lp(convert_to(coalesce(meta->>'occurredAt', '0001-01-01T00:00:00Z'), 'UTF8'))));
 
--- ledger_chain hashes the events of one append, each chained to the one
--- before: the first to prev (the stream's last hash, NULL for a new stream).
-CREATE FUNCTION ledger_chain(prev bytea, stream text, first_rev bigint, ids uuid[], types text[], data jsonb[], metas jsonb[]) RETURNS bytea[]
-    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
-DECLARE
-    out bytea[] := '{}';
-    h bytea := coalesce(prev, ''::bytea);
-BEGIN
-    FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP
-        h := ledger_event_hash(h, stream, first_rev + i - 1, ids[i], types[i], data[i], metas[i]);
-        out := out || h;
-    END LOOP;
-    RETURN out;
-END $$;
+-- ledger_link hashes an event's body onto the previous hash of its stream.
+CREATE FUNCTION ledger_link(prev bytea, body bytea) RETURNS bytea
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN sha256(ledger_lp(convert_to('ledger-chain-v1', 'UTF8')) || ledger_lp(coalesce(prev, ''::bytea)) || body);
 
 ALTER TABLE events ADD COLUMN prev_hash bytea, ADD COLUMN hash bytea;
 
@@ -63,7 +55,7 @@ BEGIN
             stream := r.stream_id;
             prev := ''::bytea;
         END IF;
-        h := ledger_event_hash(prev, r.stream_id, r.revision, r.event_id, r.type, r.data, r.metadata);
+        h := ledger_link(prev, ledger_event_body(r.stream_id, r.revision, r.event_id, r.type, r.data, r.metadata));
         UPDATE events SET prev_hash = prev, hash = h WHERE event_id = r.event_id;
         prev := h;
     END LOOP;
@@ -83,14 +75,18 @@ CREATE TABLE audit_chain_state (
     signed_at        timestamptz NOT NULL
 );
 
--- Signed checkpoints: an Ed25519 signature over (position, count, rolling
--- hash, time of the last event); see eventstore/chain.go for the message.
+-- Checkpoints over the whole log, derived by the audit_checkpoints
+-- projection (so a rebuild gives the same rows), then signed: an Ed25519
+-- signature over (position, count, rolling hash, time of the last event);
+-- see eventstore/chain.go for the message. Ed25519 signatures are
+-- deterministic, so signing a rebuilt row again gives the same signature.
 CREATE TABLE audit_checkpoints (
     event_count      bigint      PRIMARY KEY,
     commit_position  bigint      NOT NULL,
     prepare_position bigint      NOT NULL,
     rolling_hash     bytea       NOT NULL,
     last_event_at    timestamptz NOT NULL,
-    public_key       bytea       NOT NULL,
-    signature        bytea       NOT NULL
+    public_key       bytea,
+    signature        bytea
 );
+CREATE INDEX audit_checkpoints_unsigned ON audit_checkpoints (event_count) WHERE signature IS NULL;
