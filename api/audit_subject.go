@@ -7,10 +7,13 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -104,8 +107,9 @@ type historyLine struct {
 }
 
 // historyPage is how many events of one stream are held at a time: memory
-// is bounded by streams × page, however long the history.
-const historyPage = 256
+// is bounded by streams × page, however long the history (most streams of
+// a subject, its sessions, hold a handful).
+const historyPage = 1000
 
 // subjectHistory streams the subject's whole history, every stream merged
 // in log order, as NDJSON. It reads the log page by page and flushes as it
@@ -279,39 +283,61 @@ func parseAsOf(c echo.Context) (time.Time, error) {
 // events are in the order they were decided, so the fold stops at the first
 // one after the instant.
 func (h *handlers) grantAsOf(ctx context.Context, stream string, asOf time.Time) (*consent.GrantRecord, error) {
-	evs, err := eventstore.ReadWholeStream(ctx, h.Store, stream)
-	if err != nil {
-		return nil, err
-	}
 	r := &consent.GrantRecord{}
-	for _, ev := range evs {
-		if ev.Metadata.OccurredAt.After(asOf) {
-			break
-		}
-		switch ev.Type {
-		case consent.TypeGranted, consent.TypeDenied, consent.TypeRevoked:
-		default:
-			continue
-		}
-		payload, err := consent.Decode(ev.Type, ev.Data)
+	var from uint64
+	for {
+		evs, err := h.Store.ReadStream(ctx, stream, eventstore.ReadStreamOptions{From: from, Max: grantPage})
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", stream, err)
+			return nil, err
 		}
-		r.Apply(payload, ev.ID, ev.Metadata.OccurredAt)
+		for _, ev := range evs {
+			if ev.Metadata.OccurredAt.After(asOf) {
+				return r, nil
+			}
+			switch ev.Type {
+			case consent.TypeGranted, consent.TypeDenied, consent.TypeRevoked:
+			default:
+				continue
+			}
+			payload, err := consent.Decode(ev.Type, ev.Data)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", stream, err)
+			}
+			r.Apply(payload, ev.ID, ev.Metadata.OccurredAt)
+		}
+		if len(evs) < grantPage {
+			return r, nil
+		}
+		from = evs[len(evs)-1].Revision + 1
 	}
-	return r, nil
 }
 
+// grantPage is how many events of a grant stream one read brings.
+const grantPage = 500
+
+// grantFolds bounds the grant streams one answer reads at once: an answer
+// waits for its slowest stream, not for the sum of them.
+const grantFolds = 8
+
 func (h *handlers) grantsAsOf(c echo.Context, streams []string, asOf time.Time) error {
+	streams = slices.DeleteFunc(slices.Clone(streams), func(s string) bool { return !strings.HasPrefix(s, "grant-") })
+	records := make([]*consent.GrantRecord, len(streams))
+	errs := make([]error, len(streams))
+	sem := make(chan struct{}, grantFolds)
+	var wg sync.WaitGroup
+	for i, s := range streams {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			records[i], errs[i] = h.grantAsOf(c.Request().Context(), s, asOf)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
 	out := []*consent.GrantRecord{}
-	for _, s := range streams {
-		if !strings.HasPrefix(s, "grant-") {
-			continue
-		}
-		r, err := h.grantAsOf(c.Request().Context(), s, asOf)
-		if err != nil {
-			return err
-		}
+	for _, r := range records {
 		if r.Exists() {
 			out = append(out, r)
 		}

@@ -303,6 +303,9 @@ func TestErasureLeavesNoPersonalData(t *testing.T) {
 	if receiptAfter.body["receipt"].(map[string]any)["piiPrincipalId"] != before["receipt"].(map[string]any)["piiPrincipalId"] {
 		t.Fatal("the receipt changed subject")
 	}
+	if v := keep(l.audit("/v1/audit/verify?accountId="+f.account.String()).want(t, 200, "")); v.body["valid"] != true {
+		t.Fatalf("the chain does not verify after erasure: %s", v.raw)
+	}
 	keep(l.do("GET", "/v1/admin/projections", "", "Authorization", admin).want(t, 200, ""))
 	keep(l.do("GET", "/v1/dev/outbox", "").want(t, 200, ""))
 	for _, a := range answers {
