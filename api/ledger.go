@@ -57,6 +57,8 @@ func Mount(s *Server, app App) {
 	h.mountVehicles(user, admin)
 	h.mountConsents(user, admin)
 	h.mountPortal()
+	h.mountDocs()
+	h.mountAdminPage()
 	if app.Authorize != nil {
 		h.authorize = app.Authorize
 		h.mountPrompt()
