@@ -293,18 +293,14 @@ func adminRow(p map[string]any) adminProjectionRow {
 	return r
 }
 
-// position shows a log position: the commit alone when it equals the
-// prepare position (the PostgreSQL log), else commit/prepare.
+// position shows a log position as commit/prepare, the order of the log
+// (for the PostgreSQL log: the writing transaction and the event's number).
 func position(v any) string {
 	m, ok := v.(map[string]any)
 	if !ok {
 		return text(v)
 	}
-	c, p := text(m["commit"]), text(m["prepare"])
-	if c == p {
-		return c
-	}
-	return c + "/" + p
+	return text(m["commit"]) + "/" + text(m["prepare"])
 }
 
 func text(v any) string {
@@ -377,7 +373,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 {{else}}
   <h2>Projections</h2>
   <table>
-  <thead><tr><th>projection</th><th>state</th><th>position</th><th>log head</th><th>lag</th><th>events applied</th><th>last event</th><th></th></tr></thead>
+  <thead><tr><th>projection</th><th>state</th><th>position <span class="muted">(commit/prepare)</span></th><th>log head</th><th>lag</th><th>events applied</th><th>last event</th><th></th></tr></thead>
   <tbody>
   {{range .Rows}}
   <tr data-projection="{{.Name}}">
