@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/consentledger/ledger/commands"
 	"github.com/consentledger/ledger/domain/account"
@@ -33,13 +34,14 @@ type handlers struct {
 	server     *Server
 	authorize  AuthorizeProtocol
 	rebuilding sync.Map // projection name → struct{}
+	outcomes   *prometheus.CounterVec
 }
 
 // Mount registers the ledger's routes on s.
 func Mount(s *Server, app App) {
-	h := &handlers{App: app, server: s}
+	h := &handlers{App: app, server: s, outcomes: newCommandOutcomes(s.registry)}
 	e := s.Echo()
-	e.Use(h.commandMeta)
+	e.Use(h.commandMeta, h.countOutcomes)
 
 	e.POST("/v1/accounts", h.register)
 	e.POST("/v1/accounts/activate", h.activate)
