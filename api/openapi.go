@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 
@@ -104,24 +105,33 @@ type oasResponse struct {
 // The page's view of the document.
 type (
 	docsPage struct {
-		Title, Version, Description string
-		Groups                      []docsGroup
-		Security                    []docsNamed
-		Schemas                     []docsNamed
+		Title, Version string
+		Description    template.HTML
+		Groups         []docsGroup
+		Security       []docsNamed
+		Schemas        []docsNamed
+	}
+	docsParam struct {
+		Name, In    string
+		Required    bool
+		Schema      template.HTML
+		Description template.HTML
 	}
 	docsGroup struct {
 		Tag string
 		Ops []docsOp
 	}
 	docsOp struct {
-		Anchor, Method, Path, Summary, Description string
-		Security                                   string
-		Params                                     []oasParameter
-		Body                                       []docsNamed // media type → schema
-		Responses                                  []docsNamed // status → description and schema
+		Anchor, Method, Path, Security string
+		Summary, Description           template.HTML
+		Params                         []docsParam
+		Body                           []docsNamed // media type → schema
+		Responses                      []docsNamed // status → description and schema
 	}
 	docsNamed struct {
-		Name, Text, Schema string
+		Name   string
+		Text   template.HTML
+		Schema template.HTML
 	}
 )
 
@@ -135,7 +145,7 @@ func renderDocsPage(raw []byte) ([]byte, error) {
 	if err := json.Unmarshal(raw, &d); err != nil {
 		return nil, err
 	}
-	p := docsPage{Title: d.Info.Title, Version: d.Info.Version, Description: d.Info.Description}
+	p := docsPage{Title: d.Info.Title, Version: d.Info.Version, Description: markdownCode(d.Info.Description)}
 	byTag := map[string][]docsOp{}
 	paths := make([]string, 0, len(d.Paths))
 	for path := range d.Paths {
@@ -148,17 +158,18 @@ func renderDocsPage(raw []byte) ([]byte, error) {
 			if !ok {
 				continue
 			}
-			op := docsOp{Anchor: o.OperationID, Method: strings.ToUpper(m), Path: path, Summary: o.Summary, Description: o.Description,
+			op := docsOp{Anchor: o.OperationID, Method: strings.ToUpper(m), Path: path, Summary: markdownCode(o.Summary), Description: markdownCode(o.Description),
 				Security: securityText(o.Security)}
 			for _, prm := range o.Parameters {
 				if name, ok := strings.CutPrefix(prm.Ref, "#/components/parameters/"); ok {
 					prm = d.Components.Params[name]
 				}
-				op.Params = append(op.Params, prm)
+				op.Params = append(op.Params, docsParam{Name: prm.Name, In: prm.In, Required: prm.Required,
+					Schema: schemaHTML(prm.Schema), Description: markdownCode(prm.Description)})
 			}
 			if o.RequestBody != nil {
 				for _, mt := range sortedKeys(o.RequestBody.Content) {
-					op.Body = append(op.Body, docsNamed{Name: mt, Schema: schemaText(o.RequestBody.Content[mt].Schema)})
+					op.Body = append(op.Body, docsNamed{Name: mt, Schema: schemaHTML(o.RequestBody.Content[mt].Schema)})
 				}
 			}
 			for _, status := range sortedKeys(o.Responses) {
@@ -166,9 +177,9 @@ func renderDocsPage(raw []byte) ([]byte, error) {
 				if name, ok := strings.CutPrefix(r.Ref, "#/components/responses/"); ok {
 					r = d.Components.Responses[name]
 				}
-				n := docsNamed{Name: status, Text: r.Description}
+				n := docsNamed{Name: status, Text: markdownCode(r.Description)}
 				for _, mt := range sortedKeys(r.Content) {
-					n.Schema += mt + ": " + schemaText(r.Content[mt].Schema) + "\n"
+					n.Schema += template.HTML(template.HTMLEscapeString(mt)+": ") + schemaHTML(r.Content[mt].Schema) + "\n"
 				}
 				op.Responses = append(op.Responses, n)
 			}
@@ -197,10 +208,10 @@ func renderDocsPage(raw []byte) ([]byte, error) {
 		case s.In != "":
 			how += " in " + s.In + " " + s.Name
 		}
-		p.Security = append(p.Security, docsNamed{Name: name, Text: how, Schema: s.Description})
+		p.Security = append(p.Security, docsNamed{Name: name, Text: template.HTML(template.HTMLEscapeString(how)), Schema: markdownCode(s.Description)})
 	}
 	for _, name := range sortedKeys(d.Components.Schemas) {
-		p.Schemas = append(p.Schemas, docsNamed{Name: name, Schema: schemaText(d.Components.Schemas[name])})
+		p.Schemas = append(p.Schemas, docsNamed{Name: name, Schema: schemaHTML(d.Components.Schemas[name])})
 	}
 	var buf bytes.Buffer
 	if err := docsTemplate.Execute(&buf, p); err != nil {
@@ -234,14 +245,151 @@ func securityText(sec *[]map[string][]string) string {
 	return strings.Join(alts, " or ")
 }
 
-// schemaText is a schema indented for reading; references keep their
-// component name, which the page lists below.
-func schemaText(raw json.RawMessage) string {
-	var buf bytes.Buffer
-	if err := json.Indent(&buf, raw, "", "  "); err != nil {
-		return string(raw)
+// markdownCode escapes s and shows its `code spans` as code: the only
+// markup the document's descriptions use.
+func markdownCode(s string) template.HTML {
+	parts := strings.Split(s, "`")
+	var b strings.Builder
+	for i, part := range parts {
+		part = template.HTMLEscapeString(part)
+		if i%2 == 1 && i < len(parts)-1 {
+			part = "<code>" + part + "</code>"
+		}
+		b.WriteString(part)
 	}
-	return strings.ReplaceAll(buf.String(), "#/components/schemas/", "")
+	return template.HTML(b.String())
+}
+
+// schemaHTML writes a schema in a compact notation: objects as { field:
+// type } with optional fields marked ?, arrays as [type], enumerations as
+// "a" | "b", references as links to the schema below.
+func schemaHTML(raw json.RawMessage) template.HTML {
+	var v any
+	if len(raw) == 0 || json.Unmarshal(raw, &v) != nil {
+		return ""
+	}
+	var b strings.Builder
+	writeSchema(&b, v, 0)
+	return template.HTML(b.String())
+}
+
+func writeSchema(b *strings.Builder, v any, depth int) {
+	esc := template.HTMLEscapeString
+	m, ok := v.(map[string]any)
+	if !ok {
+		b.WriteString(esc(jsonText(v)))
+		return
+	}
+	defer func() {
+		if d, ok := m["description"].(string); ok && d != "" {
+			b.WriteString(` <span class="muted">// ` + string(markdownCode(d)) + `</span>`)
+		}
+	}()
+	if ref, ok := m["$ref"].(string); ok {
+		name := strings.TrimPrefix(ref, "#/components/schemas/")
+		fmt.Fprintf(b, `<a href="#schema-%s">%s</a>`, esc(name), esc(name))
+		return
+	}
+	if c, ok := m["const"]; ok {
+		b.WriteString(esc(quoted(c)))
+		return
+	}
+	if values, ok := m["enum"].([]any); ok {
+		for i, e := range values {
+			if i > 0 {
+				b.WriteString(" | ")
+			}
+			b.WriteString(esc(quoted(e)))
+		}
+		return
+	}
+	for _, k := range []string{"oneOf", "anyOf"} {
+		if alts, ok := m[k].([]any); ok {
+			for i, a := range alts {
+				if i > 0 {
+					b.WriteString("\n" + strings.Repeat("  ", depth) + "| ")
+				}
+				writeSchema(b, a, depth)
+			}
+			return
+		}
+	}
+	var types []string
+	switch t := m["type"].(type) {
+	case string:
+		types = []string{t}
+	case []any:
+		for _, x := range t {
+			types = append(types, jsonText(x))
+		}
+	}
+	null := ""
+	if slices.Contains(types, "null") {
+		types = slices.DeleteFunc(types, func(t string) bool { return t == "null" })
+		null = " | null"
+	}
+	if props, ok := m["properties"].(map[string]any); ok {
+		required := map[string]bool{}
+		if list, ok := m["required"].([]any); ok {
+			for _, r := range list {
+				required[jsonText(r)] = true
+			}
+		}
+		b.WriteString("{\n")
+		for _, k := range sortedKeys(props) {
+			b.WriteString(strings.Repeat("  ", depth+1) + esc(k))
+			if !required[k] {
+				b.WriteString("?")
+			}
+			b.WriteString(": ")
+			writeSchema(b, props[k], depth+1)
+			b.WriteString("\n")
+		}
+		if extra, ok := m["additionalProperties"].(bool); ok && !extra {
+			b.WriteString(strings.Repeat("  ", depth+1) + `<span class="muted">no other field</span>` + "\n")
+		}
+		b.WriteString(strings.Repeat("  ", depth) + "}" + null)
+		return
+	}
+	if items, ok := m["items"]; ok {
+		b.WriteString("[")
+		writeSchema(b, items, depth)
+		b.WriteString("]" + null)
+		return
+	}
+	if extra, ok := m["additionalProperties"].(map[string]any); ok {
+		b.WriteString("{ *: ")
+		writeSchema(b, extra, depth)
+		b.WriteString(" }" + null)
+		return
+	}
+	if len(types) == 0 {
+		types = []string{"any"}
+	}
+	b.WriteString(esc(strings.Join(types, " | ")))
+	var notes []string
+	for _, k := range []string{"format", "pattern", "minLength", "maxLength", "minimum"} {
+		if x, ok := m[k]; ok {
+			notes = append(notes, k+" "+jsonText(x))
+		}
+	}
+	if len(notes) > 0 {
+		b.WriteString(` <span class="muted">(` + esc(strings.Join(notes, ", ")) + `)</span>`)
+	}
+	b.WriteString(null)
+}
+
+func quoted(v any) string {
+	out, _ := json.Marshal(v)
+	return string(out)
+}
+
+func jsonText(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	out, _ := json.Marshal(v)
+	return string(out)
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -287,7 +435,7 @@ table{border-collapse:collapse}td,th{border:1px solid #d5d9e0;padding:.25rem .5r
 <p><strong>{{.Summary}}</strong>{{if .Description}} — {{.Description}}{{end}}</p>
 {{if .Security}}<p class="muted">Security: {{.Security}}</p>{{end}}
 {{if .Params}}<table><tr><th>parameter</th><th>in</th><th>required</th><th>schema</th><th></th></tr>
-{{range .Params}}<tr><td><code>{{.Name}}</code></td><td>{{.In}}</td><td>{{if .Required}}yes{{end}}</td><td><code>{{printf "%s" .Schema}}</code></td><td>{{.Description}}</td></tr>{{end}}
+{{range .Params}}<tr><td><code>{{.Name}}</code></td><td>{{.In}}</td><td>{{if .Required}}yes{{end}}</td><td><code>{{.Schema}}</code></td><td>{{.Description}}</td></tr>{{end}}
 </table>{{end}}
 {{range .Body}}<p>Request body ({{.Name}}):</p><pre>{{.Schema}}</pre>{{end}}
 <table><tr><th>status</th><th>answer</th></tr>
