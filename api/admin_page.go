@@ -253,19 +253,27 @@ type adminPageView struct {
 }
 
 type adminProjectionRow struct {
-	Name, State, Position, Head, Applied, LastEventAt, Error string
-	// Lag and Extra show what the API adds beyond the fields above (lag,
-	// throughput…) without the page having to know each one.
-	Lag   []adminField
+	Name, State, RunningOn, Position, Head, Applied, LastEventAt, Error string
+	// Lag is "12 events, 340 ms"; Rate the events applied per second;
+	// Rebuild the running rebuild's phase, progress and ETA, or how the
+	// last one failed. Each is empty when the API does not give it.
+	Lag, Rate, Rebuild string
+	// Extra shows any other field the API gives, as it comes.
 	Extra []adminField
 }
 
 type adminField struct{ Name, Value string }
 
+// adminRowFields are the status fields the page lays out itself.
+var adminRowFields = map[string]bool{"name": true, "state": true, "runningOn": true, "position": true, "head": true,
+	"lagEvents": true, "lagCapped": true, "lagMs": true, "eventsPerSecond": true, "eventsApplied": true,
+	"lastEventAt": true, "updatedAt": true, "error": true, "rebuild": true}
+
 // adminRow turns one projection of the admin API into a row of the page.
 func adminRow(p map[string]any) adminProjectionRow {
 	r := adminProjectionRow{
-		Name: text(p["name"]), State: text(p["state"]), Position: position(p["position"]), Head: position(p["head"]),
+		Name: text(p["name"]), State: text(p["state"]), RunningOn: text(p["runningOn"]),
+		Position: position(p["position"]), Head: position(p["head"]),
 		Applied: text(p["eventsApplied"]), LastEventAt: text(p["lastEventAt"]),
 	}
 	if e, ok := p["error"].(map[string]any); ok {
@@ -274,21 +282,41 @@ func adminRow(p map[string]any) adminProjectionRow {
 			r.Error += " (event " + t + " at position " + text(e["position"]) + ")"
 		}
 	}
-	known := map[string]bool{"name": true, "state": true, "position": true, "head": true, "eventsApplied": true, "lastEventAt": true, "error": true}
+	if n, ok := p["lagEvents"].(float64); ok {
+		r.Lag = strconv.FormatFloat(n, 'f', 0, 64) + " events"
+		if capped, _ := p["lagCapped"].(bool); capped {
+			r.Lag = "≥ " + r.Lag
+		}
+		if ms, ok := p["lagMs"].(float64); ok {
+			r.Lag += ", " + (time.Duration(ms) * time.Millisecond).String()
+		}
+	}
+	if rate, ok := p["eventsPerSecond"].(float64); ok {
+		r.Rate = strconv.FormatFloat(rate, 'f', 1, 64)
+	}
+	if rb, ok := p["rebuild"].(map[string]any); ok {
+		switch running, _ := rb["running"].(bool); {
+		case running:
+			r.Rebuild = text(rb["phase"])
+			if pct, ok := rb["percent"].(float64); ok {
+				r.Rebuild += " " + strconv.FormatFloat(pct, 'f', 0, 64) + "%"
+			}
+			if eta, ok := rb["etaSeconds"].(float64); ok {
+				r.Rebuild += ", ETA " + (time.Duration(eta) * time.Second).String()
+			}
+		case rb["error"] != nil:
+			r.Rebuild = "last rebuild failed: " + text(rb["error"])
+		}
+	}
 	keys := make([]string, 0, len(p))
 	for k := range p {
-		if !known[k] {
+		if !adminRowFields[k] {
 			keys = append(keys, k)
 		}
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		f := adminField{Name: k, Value: text(p[k])}
-		if strings.HasPrefix(strings.ToLower(k), "lag") {
-			r.Lag = append(r.Lag, f)
-		} else {
-			r.Extra = append(r.Extra, f)
-		}
+		r.Extra = append(r.Extra, adminField{Name: k, Value: text(p[k])})
 	}
 	return r
 }
@@ -373,15 +401,16 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 {{else}}
   <h2>Projections</h2>
   <table>
-  <thead><tr><th>projection</th><th>state</th><th>position <span class="muted">(commit/prepare)</span></th><th>log head</th><th>lag</th><th>events applied</th><th>last event</th><th></th></tr></thead>
+  <thead><tr><th>projection</th><th>state</th><th>lag</th><th>events/s</th><th>position <span class="muted">(commit/prepare)</span></th><th>log head</th><th>events applied</th><th>last event</th><th></th></tr></thead>
   <tbody>
   {{range .Rows}}
   <tr data-projection="{{.Name}}">
-    <td><strong>{{.Name}}</strong>{{if .Error}}<div class="error">{{.Error}}</div>{{end}}{{range .Extra}}<div class="muted">{{.Name}}: {{.Value}}</div>{{end}}</td>
-    <td class="state state-{{.State}}">{{.State}}</td>
+    <td><strong>{{.Name}}</strong>{{if .RunningOn}}<div class="muted">on {{.RunningOn}}</div>{{end}}{{if .Error}}<div class="error">{{.Error}}</div>{{end}}{{range .Extra}}<div class="muted">{{.Name}}: {{.Value}}</div>{{end}}</td>
+    <td><span class="state state-{{.State}}">{{.State}}</span>{{if .Rebuild}}<div class="rebuild muted">{{.Rebuild}}</div>{{end}}</td>
+    <td class="lag">{{if .Lag}}{{.Lag}}{{else}}<span class="muted">—</span>{{end}}</td>
+    <td class="num">{{if .Rate}}{{.Rate}}{{else}}<span class="muted">—</span>{{end}}</td>
     <td class="num">{{.Position}}</td>
     <td class="num">{{.Head}}</td>
-    <td class="lag">{{range .Lag}}<div>{{.Name}}: {{.Value}}</div>{{else}}<span class="muted">—</span>{{end}}</td>
     <td class="num">{{.Applied}}</td>
     <td>{{.LastEventAt}}</td>
     <td><form method="post" action="/admin/projections/{{.Name}}/rebuild">

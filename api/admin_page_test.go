@@ -149,8 +149,8 @@ func TestAdminPageInABrowser(t *testing.T) {
 	if err := chromedp.Run(browserCtx,
 		chromedp.SendKeys(`#token`, adminToken, chromedp.ByQuery),
 		chromedp.Click(`button[type=submit]`, chromedp.ByQuery),
-		chromedp.WaitVisible(row+`td.state-live`, chromedp.ByQuery), // the page refreshes itself until then
-		chromedp.Text(`tr[data-projection="accounts"] td.state`, &accounts, chromedp.ByQuery),
+		chromedp.WaitVisible(row+`.state-live`, chromedp.ByQuery), // the page refreshes itself until then
+		chromedp.Text(`tr[data-projection="accounts"] .state`, &accounts, chromedp.ByQuery),
 	); err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestAdminPageInABrowser(t *testing.T) {
 	var shot []byte
 	if err := chromedp.Run(browserCtx,
 		chromedp.Click(row+`button`, chromedp.ByQuery),
-		chromedp.WaitVisible(row+`td.state-rebuilding`, chromedp.ByQuery),
+		chromedp.WaitVisible(row+`.state-rebuilding`, chromedp.ByQuery),
 		chromedp.Text(`[role=status]`, &notice, chromedp.ByQuery),
 		chromedp.FullScreenshot(&shot, 100),
 	); err != nil {
@@ -179,7 +179,7 @@ func TestAdminPageInABrowser(t *testing.T) {
 	gated.release()
 	ctx, cancel := context.WithTimeout(browserCtx, 20*time.Second)
 	defer cancel()
-	if err := chromedp.Run(ctx, chromedp.WaitVisible(row+`td.state-live`, chromedp.ByQuery)); err != nil {
+	if err := chromedp.Run(ctx, chromedp.WaitVisible(row+`.state-live`, chromedp.ByQuery)); err != nil {
 		t.Fatalf("the rebuilt projection never showed live again: %v", err)
 	}
 }
