@@ -49,29 +49,31 @@ var notCommands = map[string]bool{
 	"/account/apps":      true,
 }
 
-// countOutcomes records the outcome of each command request once the route
-// has answered.
-func (h *handlers) countOutcomes(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		err := next(c)
-		switch c.Request().Method {
-		case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
-		default:
-			return err
-		}
-		route := c.Path()
-		if unmatched(c) || notCommands[route] || route == "/admin" || strings.HasPrefix(route, "/admin/") {
-			return err
-		}
-		command, cause := c.Request().Method+" "+route, err
-		if o, ok := c.Get(ctxKeyCommandOutcome).(commandOutcome); ok {
-			command = o.command
-			if err == nil {
-				cause = o.err
+// countOutcomes records the outcome of each command request on outcomes
+// once the route has answered.
+func countOutcomes(outcomes *prometheus.CounterVec) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			err := next(c)
+			switch c.Request().Method {
+			case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+			default:
+				return err
 			}
+			route := c.Path()
+			if unmatched(c) || notCommands[route] || route == "/admin" || strings.HasPrefix(route, "/admin/") {
+				return err
+			}
+			command, cause := c.Request().Method+" "+route, err
+			if o, ok := c.Get(ctxKeyCommandOutcome).(commandOutcome); ok {
+				command = o.command
+				if err == nil {
+					cause = o.err
+				}
+			}
+			outcomes.WithLabelValues(command, outcomeOf(c, cause)).Inc()
+			return err
 		}
-		h.outcomes.WithLabelValues(command, outcomeOf(c, cause)).Inc()
-		return err
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/consentledger/ledger/commands"
 	"github.com/consentledger/ledger/domain/account"
@@ -34,14 +33,13 @@ type handlers struct {
 	server     *Server
 	authorize  AuthorizeProtocol
 	rebuilding sync.Map // projection name → struct{}
-	outcomes   *prometheus.CounterVec
 }
 
 // Mount registers the ledger's routes on s.
 func Mount(s *Server, app App) {
-	h := &handlers{App: app, server: s, outcomes: newCommandOutcomes(s.registry)}
+	h := &handlers{App: app, server: s}
 	e := s.Echo()
-	e.Use(h.commandMeta, h.countOutcomes)
+	e.Use(h.commandMeta, countOutcomes(newCommandOutcomes(s.registry)))
 
 	e.POST("/v1/accounts", h.register)
 	e.POST("/v1/accounts/activate", h.activate)
