@@ -276,6 +276,9 @@ func adminRow(p map[string]any) adminProjectionRow {
 		Position: position(p["position"]), Head: position(p["head"]),
 		Applied: text(p["eventsApplied"]), LastEventAt: text(p["lastEventAt"]),
 	}
+	if at, err := time.Parse(time.RFC3339Nano, r.LastEventAt); err == nil {
+		r.LastEventAt = at.UTC().Format("2006-01-02 15:04:05Z")
+	}
 	if e, ok := p["error"].(map[string]any); ok {
 		r.Error = text(e["message"])
 		if t := text(e["eventType"]); t != "" {
@@ -383,6 +386,7 @@ button.secondary{background:#e3e6eb;color:#1b1d21}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{border:1px solid #d5d9e0;padding:.35rem .5rem;text-align:left;vertical-align:top}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num,td.lag,td.at{white-space:nowrap}
 .state-live{color:#1f6f3f;font-weight:600}.state-stopped{color:#c81e1e;font-weight:600}.state-rebuilding,.state-catching_up{color:#8a5a00;font-weight:600}
 .muted{color:#5b616b;font-size:.85rem}
 </style>
@@ -412,7 +416,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
     <td class="num">{{.Position}}</td>
     <td class="num">{{.Head}}</td>
     <td class="num">{{.Applied}}</td>
-    <td>{{.LastEventAt}}</td>
+    <td class="at">{{.LastEventAt}}</td>
     <td><form method="post" action="/admin/projections/{{.Name}}/rebuild">
       <input type="hidden" name="csrf" value="{{$.CSRF}}">
       <button type="submit" aria-label="Rebuild {{.Name}}">Rebuild</button>

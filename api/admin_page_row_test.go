@@ -18,7 +18,7 @@ func TestAdminRowShowsStatusFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := adminProjectionRow{Name: "accounts", State: "rebuilding", RunningOn: "host-1:42", Position: "7/9", Head: "8/12",
-		Applied: "9", LastEventAt: "2026-11-23T19:00:00Z", Lag: "3 events, 1.5s", Rate: "12.3", Rebuild: "building 42%, ETA 1m15s",
+		Applied: "9", LastEventAt: "2026-11-23 19:00:00Z", Lag: "3 events, 1.5s", Rate: "12.3", Rebuild: "building 42%, ETA 1m15s",
 		Extra: []adminField{{Name: "shard", Value: "b"}}}
 	if got := adminRow(p); !reflect.DeepEqual(got, want) {
 		t.Fatalf("row\n got %+v\nwant %+v", got, want)
