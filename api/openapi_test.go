@@ -93,18 +93,60 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 }
 
-// skeleton is the smallest valid entry for a route, to paste and complete.
+// skeleton is a valid entry for a route, to paste and complete: its
+// operation id, the security its path prefix usually takes, its path
+// parameters, the Idempotency-Key of commands and the usual error answers.
 func skeleton(method, path string) string {
-	var params []string
+	op := map[string]any{"operationId": operationID(method, path), "tags": []string{"TODO"}, "summary": "TODO"}
+	var params []any
 	for _, m := range regexp.MustCompile(`\{([^}]+)\}`).FindAllStringSubmatch(path, -1) {
-		params = append(params, fmt.Sprintf(`{"name": %q, "in": "path", "required": true, "schema": {"type": "string"}}`, m[1]))
+		params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]string{"type": "string"}})
 	}
-	op := fmt.Sprintf(`"%s": {"operationId": "…", "tags": ["…"], "summary": "…", `, strings.ToLower(method))
+	problem := func(d string) map[string]any {
+		return map[string]any{"description": d, "content": map[string]any{"application/problem+json": map[string]any{"schema": map[string]string{"$ref": "#/components/schemas/Problem"}}}}
+	}
+	responses := map[string]any{"200": map[string]any{"description": "TODO", "content": map[string]any{"application/json": map[string]any{"schema": map[string]string{"type": "object"}}}},
+		"500": map[string]string{"$ref": "#/components/responses/Internal"}}
+	if method != "GET" {
+		params = append(params, map[string]string{"$ref": "#/components/parameters/IdempotencyKey"})
+		responses["400"] = map[string]string{"$ref": "#/components/responses/BadRequest"}
+	}
+	for prefix, sec := range map[string]struct{ scheme, unauthorized string }{
+		"/v1/admin/":    {"adminToken", "#/components/responses/AdminTokenInvalid"},
+		"/v1/audit/":    {"auditorKey", ""},
+		"/v1/partner/":  {"partnerToken", "#/components/responses/InvalidToken"},
+		"/v1/me":        {"session", "#/components/responses/InvalidSession"},
+		"/v1/vehicles":  {"session", "#/components/responses/InvalidSession"},
+		"/v1/sessions/": {"session", "#/components/responses/InvalidSession"},
+	} {
+		if strings.HasPrefix(path, prefix) {
+			req := map[string][]string{sec.scheme: {}}
+			if sec.scheme == "session" {
+				req["deviceId"] = []string{}
+			}
+			op["security"] = []any{req}
+			if sec.unauthorized != "" {
+				responses["401"] = map[string]string{"$ref": sec.unauthorized}
+			} else {
+				responses["401"] = problem("TODO")
+			}
+		}
+	}
 	if len(params) > 0 {
-		op += `"parameters": [` + strings.Join(params, ", ") + `], `
+		op["parameters"] = params
 	}
-	op += `"responses": {"200": {"description": "…"}}}`
-	return fmt.Sprintf(`%q: {%s}`, path, op) + " (merge into the path's entry when it exists)"
+	op["responses"] = responses
+	b, _ := json.Marshal(map[string]any{path: map[string]any{strings.ToLower(method): op}})
+	return string(b[1:len(b)-1]) + " (merge into the path's entry when it exists)"
+}
+
+// operationID is the method and path in camel case: postV1AdminClients.
+func operationID(method, path string) string {
+	id := strings.ToLower(method)
+	for _, word := range regexp.MustCompile(`[A-Za-z0-9]+`).FindAllString(path, -1) {
+		id += strings.ToUpper(word[:1]) + word[1:]
+	}
+	return id
 }
 
 // TestOpenAPIIsValid loads the document as OpenAPI 3.1 and validates it:
