@@ -2,8 +2,11 @@ package api
 
 import (
 	"encoding/json"
+	"net/url"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestAdminRowShowsStatusFields lays out a projection status with every
@@ -31,5 +34,26 @@ func TestAdminRowShowsStatusFields(t *testing.T) {
 	r := adminRow(p)
 	if r.Lag != "≥ 5 events" || r.Rate != "" || r.Rebuild != "" || r.Error != "boom (event x.v1 at position 2)" || len(r.Extra) != 0 {
 		t.Fatalf("row %+v", r)
+	}
+}
+
+// TestAdminPageWithoutAdminToken: with no admin token configured nobody
+// signs in, not even with an empty token or a cookie made under the empty
+// token's key.
+func TestAdminPageWithoutAdminToken(t *testing.T) {
+	env := newEnv(t)
+	h := &handlers{server: env.srv}
+	h.mountAdminPage()
+	for _, token := range []string{"", "anything-0123456789"} {
+		rec := env.do(t, request{method: "POST", target: "/admin/login", body: strings.NewReader(url.Values{"token": {token}}.Encode()),
+			header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}})
+		if rec.Code != 401 || rec.Header().Get("Set-Cookie") != "" {
+			t.Fatalf("sign-in with %q: HTTP %d, Set-Cookie %q", token, rec.Code, rec.Header().Get("Set-Cookie"))
+		}
+	}
+	forged := h.newAdminSession(time.Now())
+	rec := env.do(t, request{method: "GET", target: "/admin", header: map[string]string{"Cookie": adminCookie + "=" + forged}})
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `name="token"`) || strings.Contains(rec.Body.String(), "csrf") {
+		t.Fatalf("a cookie under the empty token's key: HTTP %d\n%s", rec.Code, rec.Body)
 	}
 }
