@@ -43,7 +43,7 @@ type handlers struct {
 func Mount(s *Server, app App) {
 	h := &handlers{App: app, server: s}
 	e := s.Echo()
-	e.Use(h.commandMeta)
+	e.Use(h.commandMeta, countOutcomes(newCommandOutcomes(s.registry)))
 
 	e.POST("/v1/accounts", h.register)
 	e.POST("/v1/accounts/activate", h.activate)
@@ -61,6 +61,8 @@ func Mount(s *Server, app App) {
 	h.mountVehicles(user, admin)
 	h.mountConsents(user, admin)
 	h.mountPortal()
+	h.mountDocs()
+	h.mountAdminPage()
 	if app.Authorize != nil {
 		h.authorize = app.Authorize
 		h.mountPrompt()

@@ -174,12 +174,7 @@ func (h *handlers) portalRender(c echo.Context, s *portalSession, p portalPage) 
 	if status == 0 || status == http.StatusOK {
 		status = http.StatusOK
 	}
-	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
-	c.Response().Header().Set("X-Frame-Options", "DENY")
-	c.Response().Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
-	c.Response().Header().Set(echo.HeaderContentType, echo.MIMETextHTMLCharsetUTF8)
-	c.Response().WriteHeader(status)
-	return portalTemplate.Execute(c.Response(), p)
+	return renderPage(c, status, portalTemplate, p)
 }
 
 var portalTemplate = template.Must(template.New("portal").Parse(`<!doctype html>

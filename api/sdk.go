@@ -162,6 +162,7 @@ func (h *handlers) sdk(table map[string]sdkHandler) echo.HandlerFunc {
 		} else {
 			err = domain.Invalidf("unknown_api", "unknown api %q for %s", req.API, c.Path())
 		}
+		setCommandOutcome(c, sdkCommand(c.Path(), req.API, ok), err)
 		var wrongType *errWrongType
 		var de *domain.Error
 		switch {

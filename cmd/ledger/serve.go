@@ -19,6 +19,7 @@ import (
 	"github.com/consentledger/ledger/api"
 	"github.com/consentledger/ledger/commands"
 	"github.com/consentledger/ledger/domain/enrollment"
+	"github.com/consentledger/ledger/eventstore"
 	"github.com/consentledger/ledger/migrations"
 	"github.com/consentledger/ledger/projections"
 )
@@ -39,6 +40,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	store = eventstore.Instrument(store, eventLogAdapter(cfg), registry)
 	runner := projections.NewRunner(pool, store, logger, registry, allProjections()...)
 	webhooks, err := webhookSender(cfg, pool, logger)
 	if err != nil {

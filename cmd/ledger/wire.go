@@ -65,6 +65,14 @@ func openStore(ctx context.Context, cfg config, pool *pgxpool.Pool, logger *slog
 	return eventstore.OpenPostgres(ctx, pool, eventstore.PostgresOptions{Logger: logger})
 }
 
+// eventLogAdapter names the configured event log in metrics.
+func eventLogAdapter(cfg config) string {
+	if cfg.EventStoreURL != "" {
+		return "esdb"
+	}
+	return "postgres"
+}
+
 // open connects, migrates and opens the log: what every command needs.
 func open(ctx context.Context, cfg config, logger *slog.Logger) (*pgxpool.Pool, eventstore.Store, error) {
 	pool, err := openPool(ctx, cfg)
