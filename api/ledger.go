@@ -40,6 +40,7 @@ func Mount(s *Server, app App) {
 	h := &handlers{App: app, server: s}
 	e := s.Echo()
 	e.Use(h.commandMeta)
+	h.mountLimits()
 
 	e.POST("/v1/accounts", h.register)
 	e.POST("/v1/accounts/activate", h.activate)

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/consentledger/ledger/api"
 )
 
 // config is everything read from the environment (see the README's table).
@@ -24,6 +26,7 @@ type config struct {
 	OutboxWebhookToken string
 	OAuthSecret        []byte
 	LogLevel           slog.Level
+	Limits             api.Limits
 }
 
 const defaultDatabaseURL = "postgres://postgres:postgres@127.0.0.1:5432/ledger?sslmode=disable"
@@ -48,6 +51,9 @@ func loadConfig() (config, error) {
 	}
 	if c.MaxDevices < 1 {
 		return c, fmt.Errorf("LEDGER_MAX_DEVICES_PER_ACCOUNT must be at least 1")
+	}
+	if c.Limits, err = loadLimits(); err != nil {
+		return c, err
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(env("LEDGER_LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("LEDGER_LOG_LEVEL: %w", err)

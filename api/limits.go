@@ -1,0 +1,457 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/consentledger/ledger/domain"
+	"github.com/consentledger/ledger/domain/security"
+)
+
+// Defaults of Limits.
+const (
+	// DefaultSourceFailures is generous on purpose: carrier-grade NAT puts
+	// thousands of phones behind one address, and every end-user secret is
+	// also bounded per subject (5 passwords, 3 PINs, 5 tries per code).
+	DefaultSourceFailures       = 100
+	DefaultClientSecretFailures = 20
+	DefaultFailureWindow        = 15 * time.Minute
+	// maxTracked bounds the memory of each limiter: beyond it, addresses not
+	// seen yet are not tracked until a sweep frees room (and a warning is
+	// logged). Only addresses that failed recently take room.
+	maxTracked = 1 << 16
+)
+
+// Limits bound secret guessing per source address and per partner client.
+// Both are counted in memory by each instance: behind a load balancer
+// spreading one source over N instances, a source gets up to N budgets. The
+// bounds per subject (sign-in locks, PIN blocks, burnt codes) are decided
+// from the event log and hold across instances.
+type Limits struct {
+	// SourceFailures is how many failed secrets (wrong password, PIN, SMS
+	// or car-key code, client secret, unknown session or access token) one
+	// address may send per Window before every request from it is refused
+	// with 429 until its budget is whole again. Zero means
+	// DefaultSourceFailures; negative disables the limit.
+	SourceFailures int
+	// ClientSecretFailures is how many wrong secrets one partner client id
+	// may receive per Window, from any address, before its authentication
+	// at /oauth2/* is refused with 429. Zero means the default; negative
+	// disables it.
+	ClientSecretFailures int
+	// Window is the time a spent budget takes to come back whole. Zero
+	// means DefaultFailureWindow.
+	Window time.Duration
+	// TrustedProxies are the peers whose X-Forwarded-For is believed: the
+	// source is the nearest address in the header that is not one of them.
+	// Empty means the TCP peer is the source and the header is ignored.
+	TrustedProxies []netip.Prefix
+
+	now func() time.Time // tests move time; nil is the wall clock
+}
+
+// ParseTrustedProxies reads a comma-separated list of addresses and CIDR
+// prefixes (LEDGER_TRUSTED_PROXIES).
+func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("trusted proxy %q is neither an address nor a CIDR prefix", f)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+// The secret a failure was about, named in the events and logs.
+const (
+	kindPassword        = "password"
+	kindActivationToken = "activation-token"
+	kindSessionToken    = "session-token"
+	kindPIN             = "pin"
+	kindSMSCode         = "sms-code"
+	kindCarKeyCode      = "carkey-code"
+	kindClientSecret    = "client-secret"
+	kindAccessToken     = "access-token"
+	kindAdminToken      = "admin-token"
+)
+
+// failedSecretCodes are the answers that mean "this secret was wrong" (or
+// its subject is locked because of wrong ones), by the secret they are
+// about. Each counts against the source's budget.
+var failedSecretCodes = map[string]string{
+	"invalid_credentials":       kindPassword,
+	"too_many_sign_in_attempts": kindPassword,
+	"invalid_activation_token":  kindActivationToken,
+	"invalid_session":           kindSessionToken,
+	"pin_wrong":                 kindPIN,
+	"sms_code_wrong":            kindSMSCode,
+	"sms_code_burnt":            kindSMSCode,
+	"carkey_code_wrong":         kindCarKeyCode,
+	"carkey_code_burnt":         kindCarKeyCode,
+	"invalid_token":             kindAccessToken,
+	codeAdminTokenInvalid:       kindAdminToken,
+}
+
+// bearerCodes count only when a credential was sent: a request without an
+// Authorization header guesses nothing.
+var bearerCodes = map[string]bool{"invalid_session": true, "invalid_token": true, codeAdminTokenInvalid: true}
+
+// Codes of the limits' answers.
+const (
+	codeTooManyFailedAttempts = "too_many_failed_attempts"
+	codeClientAuthLocked      = "client_auth_locked"
+)
+
+const failedSecretKey = "ledger.failed-secret"
+
+// noteFailedSecret tells the guard that the request failed a secret although
+// its answer does not show it as an error (an SDK FAILED envelope, an HTML
+// form shown again). code is the domain code of the refusal; codes that are
+// not about a secret are ignored.
+func noteFailedSecret(c echo.Context, code string) {
+	if _, ok := failedSecretCodes[code]; ok {
+		c.Set(failedSecretKey, code)
+	}
+}
+
+// guard enforces Limits on every route but the health probes.
+type guard struct {
+	sources  *failureLimiter // nil when disabled
+	clients  *failureLimiter // nil when disabled
+	record   securityRecorder
+	log      *slog.Logger
+	instance string
+}
+
+// securityRecorder appends the transitions; commands.Handler is one.
+type securityRecorder interface {
+	RecordSourceLimited(context.Context, security.SourceLimited) error
+	RecordClientAuthLocked(context.Context, security.ClientAuthLocked) error
+}
+
+func newGuard(l Limits, record securityRecorder, log *slog.Logger) *guard {
+	window := l.Window
+	if window <= 0 {
+		window = DefaultFailureWindow
+	}
+	g := &guard{record: record, log: log}
+	g.instance, _ = os.Hostname()
+	if n := orDefault(l.SourceFailures, DefaultSourceFailures); n > 0 {
+		g.sources = newFailureLimiter(n, window, l.now)
+	}
+	if n := orDefault(l.ClientSecretFailures, DefaultClientSecretFailures); n > 0 {
+		g.clients = newFailureLimiter(n, window, l.now)
+	}
+	return g
+}
+
+func orDefault(n, def int) int {
+	if n == 0 {
+		return def
+	}
+	return n
+}
+
+// ipExtractor reads the source address: the TCP peer, or with trusted
+// proxies the nearest untrusted address of X-Forwarded-For. Echo's default
+// would believe X-Forwarded-For and X-Real-IP from anyone.
+func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range trusted {
+		opts = append(opts, echo.TrustIPRange(&net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
+}
+
+// sourceKey is the address a budget belongs to. IPv6 addresses count by
+// their /64, the smallest block a subscriber is usually given.
+func sourceKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
+func exemptFromLimits(path string) bool {
+	return path == "/healthz" || path == "/readyz" || path == "/metrics"
+}
+
+// middleware refuses limited sources and clients before the route runs, and
+// counts the route's failed secrets after it.
+func (g *guard) middleware(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if exemptFromLimits(c.Path()) || (g.sources == nil && g.clients == nil) {
+			return next(c)
+		}
+		src := sourceKey(c.RealIP())
+		if wait, limited := g.sources.blocked(src); limited {
+			return tooManyFailures(codeTooManyFailedAttempts,
+				"Too many failed secrets came from this address: try again later.", wait)
+		}
+		client := clientOf(c)
+		if client != "" {
+			if wait, limited := g.clients.blocked(client); limited {
+				return tooManyFailures(codeClientAuthLocked,
+					"This client's authentication is locked after too many wrong secrets: try again later.", wait)
+			}
+		}
+		err := next(c)
+		if kind := failureKind(c, err); kind != "" {
+			g.failed(c, src, kind)
+			if kind == kindClientSecret && client != "" {
+				g.clientFailed(c, client)
+			}
+		}
+		return err
+	}
+}
+
+func tooManyFailures(code, detail string, wait time.Duration) error {
+	secs := int64(math.Ceil(wait.Seconds()))
+	return &problemError{status: http.StatusTooManyRequests, code: code, detail: detail,
+		header: http.Header{"Retry-After": {strconv.FormatInt(max(secs, 1), 10)}}}
+}
+
+// clientOf is the client id a request to a client-authenticated OAuth2
+// endpoint names (HTTP Basic or the client_id form field), or "".
+func clientOf(c echo.Context) string {
+	switch c.Path() {
+	case "/oauth2/token", "/oauth2/introspect", "/oauth2/revoke":
+	default:
+		return ""
+	}
+	id, _, ok := c.Request().BasicAuth()
+	if !ok {
+		id = c.FormValue("client_id")
+	}
+	parsed, err := uuid.Parse(id)
+	if err != nil {
+		return "" // an unknown client: only the source's budget counts
+	}
+	return parsed.String()
+}
+
+// failureKind names the secret the request failed, or "".
+func failureKind(c echo.Context, err error) string {
+	if code, ok := c.Get(failedSecretKey).(string); ok {
+		return failedSecretCodes[code]
+	}
+	if err != nil {
+		var he *echo.HTTPError
+		if errors.As(err, &he) && he.Code == http.StatusNotFound {
+			return ""
+		}
+		code := resolve(err).code
+		kind, ok := failedSecretCodes[code]
+		if !ok || (bearerCodes[code] && c.Request().Header.Get(echo.HeaderAuthorization) == "") {
+			return ""
+		}
+		return kind
+	}
+	// The OAuth2 endpoints write the protocol's errors themselves: a 401
+	// there is invalid_client.
+	if c.Response().Status == http.StatusUnauthorized && strings.HasPrefix(c.Path(), "/oauth2/") {
+		return kindClientSecret
+	}
+	return ""
+}
+
+func (g *guard) failed(c echo.Context, src, kind string) {
+	tripped, failures, until := g.sources.fail(src)
+	if !tripped {
+		return
+	}
+	g.log.Warn("source limited after failed secrets", slog.String("source", src), slog.String("kind", kind),
+		slog.Int("failures", failures), slog.Time("until", until), slog.String("request_id", RequestID(c)))
+	ctx := context.WithoutCancel(c.Request().Context())
+	if err := g.record.RecordSourceLimited(ctx, security.SourceLimited{
+		Source: src, Kind: kind, Failures: failures, LimitedUntil: until, Instance: g.instance,
+	}); err != nil {
+		g.log.Error("recording a source limit failed", slog.String("source", src), slog.String("error", err.Error()))
+	}
+}
+
+func (g *guard) clientFailed(c echo.Context, client string) {
+	tripped, failures, until := g.clients.fail(client)
+	if !tripped {
+		return
+	}
+	g.log.Warn("client authentication locked after wrong secrets", slog.String("client_id", client),
+		slog.Int("failures", failures), slog.Time("until", until), slog.String("request_id", RequestID(c)))
+	ctx := context.WithoutCancel(c.Request().Context())
+	if err := g.record.RecordClientAuthLocked(ctx, security.ClientAuthLocked{
+		ClientID: uuid.MustParse(client), Failures: failures, LockedUntil: until, Instance: g.instance,
+	}); err != nil {
+		g.log.Error("recording a client lock failed", slog.String("client_id", client), slog.String("error", err.Error()))
+	}
+}
+
+// failureLimiter is a token bucket per key that only failures draw from:
+// burst failures in a row empty it, and it refills at burst per window.
+// An empty bucket limits its key until the bucket is whole again, so a
+// limited key stays refused for up to one window and trips (is recorded)
+// once per limitation, not at every refill. A nil limiter limits nothing.
+type failureLimiter struct {
+	mu      sync.Mutex
+	burst   float64
+	window  time.Duration
+	now     func() time.Time
+	buckets map[string]*bucket
+	swept   time.Time
+	warned  bool
+}
+
+type bucket struct {
+	tokens   float64
+	at       time.Time // when tokens was last brought up to date
+	failures int       // failures since the bucket was last whole
+	until    time.Time // limited until then; zero when not limited
+}
+
+func newFailureLimiter(burst int, window time.Duration, now func() time.Time) *failureLimiter {
+	if now == nil {
+		now = time.Now
+	}
+	return &failureLimiter{burst: float64(burst), window: window, now: now, buckets: map[string]*bucket{}}
+}
+
+// refill brings b up to now.
+func (l *failureLimiter) refill(b *bucket, now time.Time) {
+	if elapsed := now.Sub(b.at); elapsed > 0 {
+		b.tokens = min(l.burst, b.tokens+l.burst*elapsed.Seconds()/l.window.Seconds())
+		b.at = now
+	}
+	if b.tokens >= l.burst {
+		b.failures = 0
+	}
+}
+
+// blocked reports whether key is limited, and for how long still.
+func (l *failureLimiter) blocked(key string) (time.Duration, bool) {
+	if l == nil {
+		return 0, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		return 0, false
+	}
+	now := l.now()
+	if now.Before(b.until) {
+		return b.until.Sub(now), true
+	}
+	return 0, false
+}
+
+// fail draws one failure from key's bucket. tripped is true only when this
+// failure emptied it: the key is then limited until the bucket is whole.
+func (l *failureLimiter) fail(key string) (tripped bool, failures int, until time.Time) {
+	if l == nil {
+		return false, 0, time.Time{}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	l.sweep(now)
+	b, ok := l.buckets[key]
+	if !ok {
+		if len(l.buckets) >= maxTracked {
+			if !l.warned {
+				l.warned = true
+				slog.Warn("failure limiter full: new sources are not tracked until a sweep", slog.Int("tracked", len(l.buckets)))
+			}
+			return false, 0, time.Time{}
+		}
+		b = &bucket{tokens: l.burst, at: now}
+		l.buckets[key] = b
+	}
+	l.refill(b, now)
+	b.tokens--
+	b.failures++
+	if b.tokens >= 1 || now.Before(b.until) {
+		return false, b.failures, b.until
+	}
+	// Whole again after (burst - tokens) / rate.
+	b.until = now.Add(time.Duration((l.burst - b.tokens) / l.burst * float64(l.window)))
+	return true, b.failures, b.until
+}
+
+// sweep forgets whole, unlimited buckets once a minute.
+func (l *failureLimiter) sweep(now time.Time) {
+	if now.Sub(l.swept) < time.Minute {
+		return
+	}
+	l.swept = now
+	for k, b := range l.buckets {
+		l.refill(b, now)
+		if b.tokens >= l.burst && !now.Before(b.until) {
+			delete(l.buckets, k)
+		}
+	}
+	l.warned = false
+}
+
+// mountLimits installs the guard and the source-address extractor. It runs
+// first among the ledger's route middleware, so a limited source is refused
+// before any credential is checked.
+func (h *handlers) mountLimits() {
+	s := h.server
+	e := s.Echo()
+	e.IPExtractor = ipExtractor(s.cfg.Limits.TrustedProxies)
+	var record securityRecorder = discardRecorder{}
+	if h.Commands != nil {
+		record = h.Commands
+	}
+	s.guard = newGuard(s.cfg.Limits, record, s.log)
+	e.Use(s.guard.middleware)
+}
+
+type discardRecorder struct{}
+
+func (discardRecorder) RecordSourceLimited(context.Context, security.SourceLimited) error { return nil }
+func (discardRecorder) RecordClientAuthLocked(context.Context, security.ClientAuthLocked) error {
+	return nil
+}
+
+// domainCode is the code of a domain error, or "".
+func domainCode(err error) string {
+	var de *domain.Error
+	if errors.As(err, &de) {
+		return de.Code
+	}
+	return ""
+}
