@@ -10,4 +10,5 @@ var StreamPrefixes = []string{
 	"vehicle-", "steps-", // domain/vehicle
 	"client-", "grant-", "oauth-", // domain/consent
 	"security-", // domain/security
+	"auditor-",  // domain/audit
 }

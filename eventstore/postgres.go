@@ -88,11 +88,16 @@ func (p *Postgres) Ping(ctx context.Context) error { return p.pool.Ping(ctx) }
 
 const appendSQL = `
 WITH cur AS (
-    SELECT coalesce((SELECT revision FROM events WHERE stream_id = $1 ORDER BY revision DESC LIMIT 1), -1) AS rev
+    SELECT coalesce(last.revision, -1) AS rev, last.hash
+    FROM (SELECT 1) one
+    LEFT JOIN LATERAL (SELECT revision, hash FROM events WHERE stream_id = $1 ORDER BY revision DESC LIMIT 1) last ON true
+), chain AS (
+    SELECT ledger_chain(cur.hash, $1, cur.rev + 1, $2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[]) AS hashes FROM cur
 ), ins AS (
-    INSERT INTO events (stream_id, revision, event_id, type, data, metadata)
-    SELECT $1, cur.rev + e.ord, e.id, e.type, e.data, e.meta
-    FROM cur, unnest($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS e(id, type, data, meta, ord)
+    INSERT INTO events (stream_id, revision, event_id, type, data, metadata, prev_hash, hash)
+    SELECT $1, cur.rev + e.ord, e.id, e.type, e.data, e.meta,
+           CASE WHEN e.ord = 1 THEN coalesce(cur.hash, ''::bytea) ELSE chain.hashes[e.ord - 1] END, chain.hashes[e.ord]
+    FROM cur, chain, unnest($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS e(id, type, data, meta, ord)
     WHERE CASE $6::text
         WHEN 'any' THEN true
         WHEN 'no_stream' THEN cur.rev = -1
@@ -286,7 +291,7 @@ func appendArgs(stream string, expected ExpectedRevision, events []EventData) ([
 	return []any{stream, ids, types, data, meta, kind, rev}, nil
 }
 
-const selectEvent = `SELECT event_id, stream_id, revision, position, tx_id::text::bigint, type, data, metadata FROM events `
+const selectEvent = `SELECT event_id, stream_id, revision, position, tx_id::text::bigint, type, data, metadata, prev_hash, hash FROM events `
 
 // ReadStream implements Store. Stream reads see every committed event: they
 // serve command decisions, not tailing.
@@ -349,7 +354,7 @@ func (p *Postgres) query(ctx context.Context, q querier, sql string, args ...any
 		var e RecordedEvent
 		var rev, pos, tx int64
 		var meta []byte
-		if err := rows.Scan(&e.ID, &e.StreamID, &rev, &pos, &tx, &e.Type, &e.Data, &meta); err != nil {
+		if err := rows.Scan(&e.ID, &e.StreamID, &rev, &pos, &tx, &e.Type, &e.Data, &meta, &e.PrevHash, &e.Hash); err != nil {
 			return nil, fmt.Errorf("read events: %w", err)
 		}
 		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
