@@ -97,6 +97,7 @@ const (
 	kindClientSecret    = "client-secret"
 	kindAccessToken     = "access-token"
 	kindAdminToken      = "admin-token"
+	kindAuditorKey      = "auditor-key"
 )
 
 // failedSecretCodes are the answers that mean "this secret was wrong" (or
@@ -114,11 +115,12 @@ var failedSecretCodes = map[string]string{
 	"carkey_code_burnt":         kindCarKeyCode,
 	"invalid_token":             kindAccessToken,
 	codeAdminTokenInvalid:       kindAdminToken,
+	"auditor_key_invalid":       kindAuditorKey,
 }
 
 // bearerCodes count only when a credential was sent: a request without an
 // Authorization header guesses nothing.
-var bearerCodes = map[string]bool{"invalid_session": true, "invalid_token": true, codeAdminTokenInvalid: true}
+var bearerCodes = map[string]bool{"invalid_session": true, "invalid_token": true, codeAdminTokenInvalid: true, "auditor_key_invalid": true}
 
 // Codes of the limits' answers.
 const (
