@@ -12,10 +12,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 
 	"github.com/consentledger/ledger/domain"
@@ -62,7 +62,14 @@ type Limits struct {
 	TrustedProxies []netip.Prefix
 
 	now func() time.Time // tests move time; nil is the wall clock
+	// refresh is how stale an instance's view of the limits other
+	// instances set may be; zero means DefaultLimitsRefresh.
+	refresh time.Duration
 }
+
+// DefaultLimitsRefresh is how often an instance reads the limits that
+// other instances set.
+const DefaultLimitsRefresh = 2 * time.Second
 
 // ParseTrustedProxies reads a comma-separated list of addresses and CIDR
 // prefixes (LEDGER_TRUSTED_PROXIES).
@@ -155,18 +162,22 @@ type securityRecorder interface {
 	RecordClientAuthLocked(context.Context, security.ClientAuthLocked) error
 }
 
-func newGuard(l Limits, record securityRecorder, log *slog.Logger) *guard {
+func newGuard(l Limits, db *pgxpool.Pool, record securityRecorder, log *slog.Logger) *guard {
 	window := l.Window
 	if window <= 0 {
 		window = DefaultFailureWindow
 	}
 	g := &guard{record: record, log: log}
 	g.instance, _ = os.Hostname()
+	refresh := l.refresh
+	if refresh == 0 {
+		refresh = DefaultLimitsRefresh
+	}
 	if n := orDefault(l.SourceFailures, DefaultSourceFailures); n > 0 {
-		g.sources = newFailureLimiter(n, window, l.now)
+		g.sources = newFailureLimiter(n, window, l.now).shared(db, "source", refresh, log)
 	}
 	if n := orDefault(l.ClientSecretFailures, DefaultClientSecretFailures); n > 0 {
-		g.clients = newFailureLimiter(n, window, l.now)
+		g.clients = newFailureLimiter(n, window, l.now).shared(db, "client", refresh, log)
 	}
 	return g
 }
@@ -219,13 +230,13 @@ func (g *guard) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 			return next(c)
 		}
 		src := sourceKey(c.RealIP())
-		if wait, limited := g.sources.blocked(src); limited {
+		if wait, limited := g.sources.blocked(c.Request().Context(), src); limited {
 			return tooManyFailures(codeTooManyFailedAttempts,
 				"Too many failed secrets came from this address: try again later.", wait)
 		}
 		client := clientOf(c)
 		if client != "" {
-			if wait, limited := g.clients.blocked(client); limited {
+			if wait, limited := g.clients.blocked(c.Request().Context(), client); limited {
 				return tooManyFailures(codeClientAuthLocked,
 					"This client's authentication is locked after too many wrong secrets: try again later.", wait)
 			}
@@ -292,7 +303,7 @@ func failureKind(c echo.Context, err error) string {
 }
 
 func (g *guard) failed(c echo.Context, src, kind string) {
-	tripped, failures, until := g.sources.fail(src)
+	tripped, failures, until := g.sources.fail(c.Request().Context(), src)
 	if !tripped {
 		return
 	}
@@ -307,7 +318,7 @@ func (g *guard) failed(c echo.Context, src, kind string) {
 }
 
 func (g *guard) clientFailed(c echo.Context, client string) {
-	tripped, failures, until := g.clients.fail(client)
+	tripped, failures, until := g.clients.fail(c.Request().Context(), client)
 	if !tripped {
 		return
 	}
@@ -321,112 +332,6 @@ func (g *guard) clientFailed(c echo.Context, client string) {
 	}
 }
 
-// failureLimiter is a token bucket per key that only failures draw from:
-// burst failures in a row empty it, and it refills at burst per window.
-// An empty bucket limits its key until the bucket is whole again, so a
-// limited key stays refused for up to one window and trips (is recorded)
-// once per limitation, not at every refill. A nil limiter limits nothing.
-type failureLimiter struct {
-	mu      sync.Mutex
-	burst   float64
-	window  time.Duration
-	now     func() time.Time
-	buckets map[string]*bucket
-	swept   time.Time
-	warned  bool
-}
-
-type bucket struct {
-	tokens   float64
-	at       time.Time // when tokens was last brought up to date
-	failures int       // failures since the bucket was last whole
-	until    time.Time // limited until then; zero when not limited
-}
-
-func newFailureLimiter(burst int, window time.Duration, now func() time.Time) *failureLimiter {
-	if now == nil {
-		now = time.Now
-	}
-	return &failureLimiter{burst: float64(burst), window: window, now: now, buckets: map[string]*bucket{}}
-}
-
-// refill brings b up to now.
-func (l *failureLimiter) refill(b *bucket, now time.Time) {
-	if elapsed := now.Sub(b.at); elapsed > 0 {
-		b.tokens = min(l.burst, b.tokens+l.burst*elapsed.Seconds()/l.window.Seconds())
-		b.at = now
-	}
-	if b.tokens >= l.burst {
-		b.failures = 0
-	}
-}
-
-// blocked reports whether key is limited, and for how long still.
-func (l *failureLimiter) blocked(key string) (time.Duration, bool) {
-	if l == nil {
-		return 0, false
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.buckets[key]
-	if !ok {
-		return 0, false
-	}
-	now := l.now()
-	if now.Before(b.until) {
-		return b.until.Sub(now), true
-	}
-	return 0, false
-}
-
-// fail draws one failure from key's bucket. tripped is true only when this
-// failure emptied it: the key is then limited until the bucket is whole.
-func (l *failureLimiter) fail(key string) (tripped bool, failures int, until time.Time) {
-	if l == nil {
-		return false, 0, time.Time{}
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	l.sweep(now)
-	b, ok := l.buckets[key]
-	if !ok {
-		if len(l.buckets) >= maxTracked {
-			if !l.warned {
-				l.warned = true
-				slog.Warn("failure limiter full: new sources are not tracked until a sweep", slog.Int("tracked", len(l.buckets)))
-			}
-			return false, 0, time.Time{}
-		}
-		b = &bucket{tokens: l.burst, at: now}
-		l.buckets[key] = b
-	}
-	l.refill(b, now)
-	b.tokens--
-	b.failures++
-	if b.tokens >= 1 || now.Before(b.until) {
-		return false, b.failures, b.until
-	}
-	// Whole again after (burst - tokens) / rate.
-	b.until = now.Add(time.Duration((l.burst - b.tokens) / l.burst * float64(l.window)))
-	return true, b.failures, b.until
-}
-
-// sweep forgets whole, unlimited buckets once a minute.
-func (l *failureLimiter) sweep(now time.Time) {
-	if now.Sub(l.swept) < time.Minute {
-		return
-	}
-	l.swept = now
-	for k, b := range l.buckets {
-		l.refill(b, now)
-		if b.tokens >= l.burst && !now.Before(b.until) {
-			delete(l.buckets, k)
-		}
-	}
-	l.warned = false
-}
-
 // mountLimits installs the guard and the source-address extractor. It runs
 // first among the ledger's route middleware, so a limited source is refused
 // before any credential is checked.
@@ -438,7 +343,7 @@ func (h *handlers) mountLimits() {
 	if h.Commands != nil {
 		record = h.Commands
 	}
-	s.guard = newGuard(s.cfg.Limits, record, s.log)
+	s.guard = newGuard(s.cfg.Limits, s.pool, record, s.log)
 	e.Use(s.guard.middleware)
 }
 

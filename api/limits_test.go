@@ -1,55 +1,62 @@
 package api
 
 import (
+	"context"
+	"log/slog"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/consentledger/ledger/migrations/dbtest"
 )
 
 func TestFailureLimiterTripsOnceAndRefills(t *testing.T) {
+	ctx := context.Background()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	l := newFailureLimiter(3, 30*time.Second, func() time.Time { return now })
 	for i := 1; i <= 2; i++ {
-		if tripped, n, _ := l.fail("a"); tripped || n != i {
+		if tripped, n, _ := l.fail(ctx, "a"); tripped || n != i {
 			t.Fatalf("failure %d tripped=%v count=%d", i, tripped, n)
 		}
 	}
-	if _, limited := l.blocked("a"); limited {
+	if _, limited := l.blocked(ctx, "a"); limited {
 		t.Fatal("limited before the budget is spent")
 	}
-	tripped, n, until := l.fail("a")
+	tripped, n, until := l.fail(ctx, "a")
 	if !tripped || n != 3 || !until.Equal(now.Add(30*time.Second)) {
 		t.Fatalf("third failure: tripped=%v count=%d until=%v", tripped, n, until)
 	}
-	if tripped, _, _ := l.fail("a"); tripped {
+	if tripped, _, _ := l.fail(ctx, "a"); tripped {
 		t.Fatal("a limited key tripped again")
 	}
-	if wait, limited := l.blocked("a"); !limited || wait <= 0 {
+	if wait, limited := l.blocked(ctx, "a"); !limited || wait <= 0 {
 		t.Fatalf("not limited after the budget: %v %v", wait, limited)
 	}
-	if _, limited := l.blocked("b"); limited {
+	if _, limited := l.blocked(ctx, "b"); limited {
 		t.Fatal("another key is limited")
 	}
 	// Half the window gives half the budget back, but a limited key waits
 	// for all of it.
 	now = now.Add(15 * time.Second)
-	if _, limited := l.blocked("a"); !limited {
+	if _, limited := l.blocked(ctx, "a"); !limited {
 		t.Fatal("limited key served before its budget is whole")
 	}
 	now = now.Add(time.Minute)
-	if _, limited := l.blocked("a"); limited {
+	if _, limited := l.blocked(ctx, "a"); limited {
 		t.Fatal("still limited after the window")
 	}
-	if tripped, n, _ := l.fail("a"); tripped || n != 1 {
+	if tripped, n, _ := l.fail(ctx, "a"); tripped || n != 1 {
 		t.Fatalf("after the window: tripped=%v count=%d", tripped, n)
 	}
 	// Whole buckets are forgotten by the sweep; "a" is not whole yet.
 	now = now.Add(2 * time.Second)
-	l.fail("b")
+	l.fail(ctx, "b")
 	now = now.Add(time.Hour)
-	l.fail("c")
+	l.fail(ctx, "c")
 	if _, ok := l.buckets["a"]; ok {
 		t.Fatal("a whole bucket was kept")
 	}
@@ -57,7 +64,7 @@ func TestFailureLimiterTripsOnceAndRefills(t *testing.T) {
 		t.Fatalf("%d buckets after the sweep, want 1", len(l.buckets))
 	}
 	var off *failureLimiter
-	if tripped, _, _ := off.fail("a"); tripped {
+	if tripped, _, _ := off.fail(ctx, "a"); tripped {
 		t.Fatal("a disabled limiter tripped")
 	}
 }
@@ -106,5 +113,73 @@ func TestSourceAddress(t *testing.T) {
 	}
 	if got := ip(viaProxy, "172.16.0.1", "203.0.113.7"); got != "172.16.0.1" {
 		t.Errorf("a private peer not configured as a proxy was believed: %s", got)
+	}
+}
+
+// TestSharedFailureBudgetAcrossInstances: two instances on one database
+// draw from one budget per source. Failures sent to both at once are all
+// counted, exactly one of them trips the limit (one event, not one per
+// instance), and the instance that did not trip it refuses the source too
+// once it reads the shared limits.
+func TestSharedFailureBudgetAcrossInstances(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.Pool(t)
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	instance := func() *failureLimiter {
+		return newFailureLimiter(10, time.Minute, clock).shared(db, "source", time.Nanosecond, slog.Default())
+	}
+	a, b := instance(), instance()
+
+	var trips atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := a
+			if i%2 == 1 {
+				l = b
+			}
+			if tripped, _, _ := l.fail(ctx, "203.0.113.9"); tripped {
+				trips.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if trips.Load() != 1 {
+		t.Fatalf("%d instances tripped the limit, want exactly 1", trips.Load())
+	}
+	for name, l := range map[string]*failureLimiter{"a": a, "b": b} {
+		if wait, limited := l.blocked(ctx, "203.0.113.9"); !limited || wait <= 0 || wait > time.Minute {
+			t.Errorf("instance %s: limited=%v for %v", name, limited, wait)
+		}
+		if _, limited := l.blocked(ctx, "198.51.100.1"); limited {
+			t.Errorf("instance %s limits another source", name)
+		}
+	}
+	// A third instance started later learns the limit from the database.
+	if _, limited := instance().blocked(ctx, "203.0.113.9"); !limited {
+		t.Error("a new instance does not know the limit")
+	}
+	// A window later the budget is whole again, everywhere; the row is
+	// swept once it has refilled.
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	if _, limited := a.blocked(ctx, "203.0.113.9"); limited {
+		t.Error("still limited after the window")
+	}
+	if tripped, n, _ := b.fail(ctx, "203.0.113.9"); tripped || n != 1 {
+		t.Errorf("after the window: tripped=%v failures=%d", tripped, n)
+	}
+	mu.Lock()
+	now = now.Add(5 * time.Minute)
+	mu.Unlock()
+	a.fail(ctx, "198.51.100.2")
+	var rows int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM failure_limits WHERE key = '203.0.113.9'`).Scan(&rows); err != nil || rows != 0 {
+		t.Errorf("refilled row kept: %d %v", rows, err)
 	}
 }
