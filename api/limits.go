@@ -37,10 +37,12 @@ const (
 )
 
 // Limits bound secret guessing per source address and per partner client.
-// Both are counted in memory by each instance: behind a load balancer
-// spreading one source over N instances, a source gets up to N budgets. The
-// bounds per subject (sign-in locks, PIN blocks, burnt codes) are decided
-// from the event log and hold across instances.
+// With a database the budgets are shared by every instance (table
+// failure_limits): a failure anywhere counts everywhere, and an instance
+// refuses a source limited by another within DefaultLimitsRefresh. Without
+// one (or while it fails) each instance counts on its own, so a source
+// spread over N instances gets up to N budgets. The bounds per subject
+// (sign-in locks, PIN blocks, burnt codes) are decided from the event log.
 type Limits struct {
 	// SourceFailures is how many failed secrets (wrong password, PIN, SMS
 	// or car-key code, client secret, unknown session or access token) one

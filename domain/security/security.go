@@ -35,8 +35,7 @@ func ClientStream(id uuid.UUID) string { return "security-client-" + id.String()
 // SourceLimited: an address failed Failures secrets within the window; it is
 // refused until LimitedUntil. Kind names the secret of the last failure
 // (password, pin, sms-code, carkey-code, client-secret, session-token, …);
-// Instance names the server that counted, since each instance counts on its
-// own.
+// Instance names the server whose failure emptied the budget.
 type SourceLimited struct {
 	Source       string    `json:"source"`
 	Kind         string    `json:"kind"`
