@@ -285,10 +285,6 @@ func failureKind(c echo.Context, err error) string {
 		return failedSecretCodes[code]
 	}
 	if err != nil {
-		var he *echo.HTTPError
-		if errors.As(err, &he) && he.Code == http.StatusNotFound {
-			return ""
-		}
 		code := resolve(err).code
 		kind, ok := failedSecretCodes[code]
 		if !ok || (bearerCodes[code] && c.Request().Header.Get(echo.HeaderAuthorization) == "") {

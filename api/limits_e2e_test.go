@@ -3,8 +3,14 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
 	"net/netip"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,9 +136,10 @@ func TestSourceLimitPerSecretKind(t *testing.T) {
 		{"carkey-code", setupCarKeyGuess},
 		{"client-secret", setupClientSecretGuess},
 		{"session-token", setupSessionTokenGuess},
+		{"password", setupPortalPasswordGuess},
 	}
-	for _, tc := range cases {
-		t.Run(tc.kind, func(t *testing.T) {
+	for i, tc := range cases {
+		t.Run(fmt.Sprint(i, "-", tc.kind), func(t *testing.T) {
 			l, clock := newLimitedLedger(t, budget, -1)
 			guess, wantWrong := tc.setup(t, l)
 			const src = "203.0.113.7"
@@ -253,6 +260,46 @@ func setupSessionTokenGuess(t *testing.T, l *ledger) (func(string, bool) answer,
 			return l.from(src, "GET", "/v1/me", "", "Authorization", "Bearer "+tk, "X-Device-Id", "d1")
 		}, func(a answer) {
 			a.want(t, 401, "invalid_session")
+		}
+}
+
+// setupPortalPasswordGuess guesses through the end-user portal's HTML
+// sign-in form, whose wrong answers are pages, not errors.
+func setupPortalPasswordGuess(t *testing.T, l *ledger) (func(string, bool) answer, func(answer)) {
+	l.signIn("portal-pw@example.com", "d1")
+	return func(src string, right bool) answer {
+			p := "Wrong-Password-1"
+			if right {
+				p = pw
+			}
+			jar, _ := cookiejar.New(nil)
+			client := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			send := func(method, body string) answer {
+				req, _ := http.NewRequest(method, l.url+"/account/apps", strings.NewReader(body))
+				req.Header.Set("X-Forwarded-For", src)
+				if body != "" {
+					req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				raw, _ := io.ReadAll(resp.Body)
+				a := answer{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+				_ = json.Unmarshal(raw, &a.body)
+				return a
+			}
+			page := send("GET", "")
+			m := csrfField.FindStringSubmatch(page.raw)
+			if page.status != 200 || m == nil {
+				return page // limited: the page itself is refused
+			}
+			return send("POST", url.Values{"csrf": {m[1]}, "action": {"signin"}, "email": {"portal-pw@example.com"}, "password": {p}}.Encode())
+		}, func(a answer) {
+			if a.status != 200 || !strings.Contains(a.raw, "email or password is wrong") {
+				t.Fatalf("wrong password at the portal: %d %.300s", a.status, a.raw)
+			}
 		}
 }
 
