@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -34,10 +33,11 @@ type failureLimiter struct {
 	swept   time.Time
 	warned  bool
 
-	db        *pgxpool.Pool // nil: memory only
-	refresh   time.Duration // how stale the limited keys read from db may be
-	refreshed time.Time
-	log       *slog.Logger
+	db         *pgxpool.Pool // nil: memory only
+	refresh    time.Duration // how stale the limited keys read from db may be
+	refreshed  time.Time
+	refreshing bool
+	log        *slog.Logger
 }
 
 type bucket struct {
@@ -86,15 +86,17 @@ func (l *failureLimiter) draw(b *bucket, now time.Time) bool {
 	return true
 }
 
-// blocked reports whether key is limited, and for how long still.
+// blocked reports whether key is limited, and for how long still. It never
+// waits on the database while holding the lock: one request refreshes the
+// shared view, the others answer from what memory knows.
 func (l *failureLimiter) blocked(ctx context.Context, key string) (time.Duration, bool) {
 	if l == nil {
 		return 0, false
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	now := l.now()
 	l.readLimited(ctx, now)
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	b, ok := l.buckets[key]
 	if !ok || !now.Before(b.until) {
 		return 0, false
@@ -108,20 +110,22 @@ func (l *failureLimiter) fail(ctx context.Context, key string) (tripped bool, fa
 	if l == nil {
 		return false, 0, time.Time{}
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	now := l.now()
 	l.sweep(now)
 	if l.db != nil {
 		b, tripped, err := l.failShared(ctx, key, now)
 		if err == nil {
 			if b.until.After(now) {
+				l.mu.Lock()
 				l.buckets[key] = b // refused from memory from now on
+				l.mu.Unlock()
 			}
 			return tripped, b.failures, b.until
 		}
 		l.log.Warn("shared failure budget unavailable: counting in memory", slog.String("scope", l.scope), slog.String("error", err.Error()))
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	b, ok := l.buckets[key]
 	if !ok {
 		if len(l.buckets) >= maxTracked {
@@ -177,35 +181,56 @@ func (l *failureLimiter) failShared(ctx context.Context, key string, now time.Ti
 }
 
 // readLimited reads the keys limited by any instance, at most once per
-// refresh interval. A failed read keeps what memory knows.
+// refresh interval and by one caller at a time. A failed read keeps what
+// memory knows.
 func (l *failureLimiter) readLimited(ctx context.Context, now time.Time) {
-	if l.db == nil || now.Sub(l.refreshed) < l.refresh {
+	if l.db == nil {
 		return
 	}
-	l.refreshed = now
+	l.mu.Lock()
+	if l.refreshing || now.Sub(l.refreshed) < l.refresh {
+		l.mu.Unlock()
+		return
+	}
+	l.refreshing, l.refreshed = true, now
+	l.mu.Unlock()
+	defer func() { l.mu.Lock(); l.refreshing = false; l.mu.Unlock() }()
+
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
+	type limited struct {
+		key      string
+		failures int
+		until    time.Time
+	}
+	var found []limited
 	rows, err := l.db.Query(ctx, `SELECT key, failures, limited_until FROM failure_limits WHERE scope = $1 AND limited_until > $2`, l.scope, now)
 	if err == nil {
-		var key string
-		var failures int
-		var until time.Time
-		_, err = pgx.ForEachRow(rows, []any{&key, &failures, &until}, func() error {
-			if b, ok := l.buckets[key]; !ok || b.until.Before(until) {
-				l.buckets[key] = &bucket{tokens: 0, at: now, failures: failures, until: until}
-			}
+		var r limited
+		_, err = pgx.ForEachRow(rows, []any{&r.key, &r.failures, &r.until}, func() error {
+			found = append(found, r)
 			return nil
 		})
 	}
-	if err != nil && !errors.Is(err, context.Canceled) {
+	if err != nil {
 		l.log.Warn("reading shared failure limits failed", slog.String("scope", l.scope), slog.String("error", err.Error()))
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range found {
+		if b, ok := l.buckets[r.key]; !ok || b.until.Before(r.until) {
+			l.buckets[r.key] = &bucket{tokens: 0, at: now, failures: r.failures, until: r.until}
+		}
 	}
 }
 
 // sweep forgets whole, unlimited buckets once a minute (and, shared, the
 // rows untouched for a whole window: they have refilled).
 func (l *failureLimiter) sweep(now time.Time) {
+	l.mu.Lock()
 	if now.Sub(l.swept) < time.Minute {
+		l.mu.Unlock()
 		return
 	}
 	l.swept = now
@@ -216,6 +241,7 @@ func (l *failureLimiter) sweep(now time.Time) {
 		}
 	}
 	l.warned = false
+	l.mu.Unlock()
 	if l.db != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
