@@ -114,12 +114,12 @@ func TestAuthorizationMatrix(t *testing.T) {
 	clock.offset.Store(0)
 	revoked := l.device(userEmail, "phone-u").token
 	l.do("DELETE", "/v1/sessions/current", "", "Authorization", "Bearer "+revoked, "X-Device-Id", "phone-u").want(t, 204, "")
-	user := l.device(userEmail, "phone-u")
+	signedIn := l.do("POST", "/v1/sessions", js(map[string]string{"email": userEmail, "password": pw, "deviceId": "phone-u"})).want(t, 201, "")
+	user := &device{l: l, id: "phone-u", token: signedIn.body["sessionToken"].(string)}
+	userID := signedIn.body["accountId"].(string)
 	user.shortcut("0600000031", "1357")
 	user.rest("POST", "/v1/vehicles", js(map[string]string{"vin": vin}), 201, "")
 	car := user.rest("POST", "/v1/vehicles/"+vin+"/services", `{"service":"vehicleStatus"}`, 201, "").body["carAssociationID"].(string)
-	stepsID := user.get(stepsAPI, map[string]any{"carAssociationID": car})["stepsID"]
-	userID := user.rest("GET", "/v1/me", "", 200, "").body["accountId"].(string)
 	l.signIn("matrix-other@example.com", "phone-o")
 	other := l.device("matrix-other@example.com", "phone-o")
 	other.rest("POST", "/v1/vehicles", js(map[string]string{"vin": otherVIN}), 201, "")
@@ -244,7 +244,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		"POST /v1/admin/projections/:name/rebuild": {path: "/v1/admin/projections/no-such-projection/rebuild", want: withAdmin("404")},
 		"POST /v1/admin/clients":                   {path: "/v1/admin/clients", body: jsonBody(map[string]any{"name": "matrix", "grantTypes": []string{"client_credentials"}, "scopes": []string{"accounts:create"}}), want: withAdmin("201")},
 		"POST /v1/admin/clients/:clientId/secret":  {path: "/v1/admin/clients/" + cID + "/secret", want: withAdmin("200")},
-		"POST /v1/admin/steps/:stepsID/reset":      {path: "/v1/admin/steps/" + jsNumber(stepsID) + "/reset", want: withAdmin("200")},
+		"POST /v1/admin/steps/:stepsID/reset":      {path: "/v1/admin/steps/999999999/reset", want: withAdmin("404")},
 		"POST /v1/admin/steps/reset":               {path: "/v1/admin/steps/reset", want: withAdmin("200")},
 		"POST /v1/admin/auditors":                  {path: "/v1/admin/auditors", body: jsonBody(map[string]string{"name": "another"}), want: withAdmin("201")},
 		"DELETE /v1/admin/auditors/:auditorId":     {path: "/v1/admin/auditors/" + spareAuditor, want: withAdmin("204"), last: true},
