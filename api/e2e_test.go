@@ -42,6 +42,13 @@ func newLedger(t *testing.T, open storeFactory) *ledger { return newLedgerWith(t
 // consent prompt answers through).
 func newLedgerWith(t *testing.T, open storeFactory, configure func(*api.App)) *ledger {
 	t.Helper()
+	return newLedgerServer(t, open, configure, nil)
+}
+
+// newLedgerServer also lets a test change the server's configuration and
+// dependencies (limits, logger) before it is built.
+func newLedgerServer(t *testing.T, open storeFactory, configure func(*api.App), server func(*api.Config, *api.Deps)) *ledger {
+	t.Helper()
 	pool := dbtest.Pool(t)
 	var store eventstore.Store
 	if open != nil {
@@ -67,7 +74,11 @@ func newLedgerWith(t *testing.T, open storeFactory, configure func(*api.App)) *l
 		Store: store, Outbox: outbox, Consistency: runner, PublicURL: "http://ledger.test",
 		PasswordParams: account.PasswordParams{Memory: 1024, Time: 1, Threads: 1},
 	})
-	s := api.New(api.Config{Dev: true, AdminToken: adminToken}, api.Deps{Pool: pool})
+	cfg, deps := api.Config{Dev: true, AdminToken: adminToken}, api.Deps{Pool: pool}
+	if server != nil {
+		server(&cfg, &deps)
+	}
+	s := api.New(cfg, deps)
 	app := api.App{Commands: h, Pool: pool, Store: store, Runner: runner, DevOutbox: outbox, AuditKey: testAuditKey}
 	if configure != nil {
 		configure(&app)

@@ -44,6 +44,7 @@ func Mount(s *Server, app App) {
 	h := &handlers{App: app, server: s}
 	e := s.Echo()
 	e.Use(h.commandMeta, countOutcomes(newCommandOutcomes(s.registry)))
+	h.mountLimits()
 
 	e.POST("/v1/accounts", h.register)
 	e.POST("/v1/accounts/activate", h.activate)

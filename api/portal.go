@@ -113,6 +113,7 @@ func (h *handlers) portalPost(c echo.Context) error {
 			if domain.KindOf(err) == "" || domain.KindOf(err) == domain.KindUnavailable {
 				return err
 			}
+			noteFailedSecret(c, domainCode(err))
 			return h.portalRender(c, s, portalPage{Error: message(err), Email: c.FormValue("email")})
 		}
 		if _, err := h.Pool.Exec(ctx, `UPDATE portal_sessions SET account_id = $2 WHERE session_hash = $1`, s.hash, id); err != nil {

@@ -188,6 +188,7 @@ func (h *handlers) promptPost(c echo.Context) error {
 		case errors.Is(err, account.ErrNotActivated):
 			return h.promptRender(c, f, req, page{Step: "activation"})
 		case err != nil && domain.KindOf(err) != "" && domain.KindOf(err) != domain.KindUnavailable:
+			noteFailedSecret(c, domainCode(err))
 			return h.promptRender(c, f, req, page{Step: "signin", Error: message(err), Email: c.FormValue("email")})
 		case err != nil:
 			return err

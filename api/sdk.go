@@ -174,6 +174,7 @@ func (h *handlers) sdk(table map[string]sdkHandler) echo.HandlerFunc {
 		case errors.As(err, &wrongType):
 			return Problem(http.StatusBadRequest, "invalid_field", wrongType.Error())
 		case errors.As(err, &de) && de.Kind != domain.KindUnavailable:
+			noteFailedSecret(c, de.Code)
 			code, known := sdkCodes[de.Code]
 			if !known {
 				code = sdkRefused

@@ -58,6 +58,9 @@ type Config struct {
 	// random key made by New: then no code or token survives a restart, and
 	// instances behind one load balancer do not accept each other's tokens.
 	OAuthSecret []byte
+	// Limits bound secret guessing per source address and per partner
+	// client (see Limits); the zero value means the defaults.
+	Limits Limits
 }
 
 // Deps are the collaborators the server needs.
@@ -95,6 +98,7 @@ type Server struct {
 	metrics  *httpMetrics
 	idem     *idempotency
 	pool     *pgxpool.Pool // nil in tests that need no database
+	guard    *guard        // set by Mount
 
 	// onListen, when set, learns the bound address (tests listen on :0).
 	onListen func(net.Addr)

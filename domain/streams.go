@@ -9,5 +9,6 @@ var StreamPrefixes = []string{
 	"enrollment-",        // domain/enrollment
 	"vehicle-", "steps-", // domain/vehicle
 	"client-", "grant-", "oauth-", // domain/consent
-	"auditor-", // domain/audit
+	"security-", // domain/security
+	"auditor-",  // domain/audit
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/consentledger/ledger/api"
 )
 
 // config is everything read from the environment (see the README's table).
@@ -25,6 +27,7 @@ type config struct {
 	OutboxWebhookToken string
 	OAuthSecret        []byte
 	LogLevel           slog.Level
+	Limits             api.Limits
 	AuditKey           ed25519.PrivateKey // see auditSigningKey
 	AuditKeyRandom     bool
 }
@@ -51,6 +54,9 @@ func loadConfig() (config, error) {
 	}
 	if c.MaxDevices < 1 {
 		return c, fmt.Errorf("LEDGER_MAX_DEVICES_PER_ACCOUNT must be at least 1")
+	}
+	if c.Limits, err = loadLimits(); err != nil {
+		return c, err
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(env("LEDGER_LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("LEDGER_LOG_LEVEL: %w", err)

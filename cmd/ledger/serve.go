@@ -65,7 +65,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 		publicURL = localURL(cfg.HTTPAddr)
 	}
 	server := api.New(api.Config{Addr: cfg.HTTPAddr, Dev: cfg.Dev, AdminToken: cfg.AdminToken,
-		PublicURL: publicURL, OAuthSecret: cfg.OAuthSecret}, api.Deps{
+		PublicURL: publicURL, OAuthSecret: cfg.OAuthSecret, Limits: cfg.Limits}, api.Deps{
 		Pool: pool, Logger: logger, Registry: registry,
 		Ready: []api.ReadyCheck{
 			{Name: "database", Check: pool.Ping},
