@@ -298,7 +298,6 @@ type logSubscriber struct {
 
 var _ message.Subscriber = (*logSubscriber)(nil)
 
-//
 // The loop runs only while this instance holds the projection's lease: it
 // waits for the lease, reads the checkpoint, feeds until the lease is lost,
 // and waits again.
