@@ -50,31 +50,34 @@ func advisoryKey(purpose, name string) int64 {
 }
 
 // RebuildJob is a rebuild that holds its projection's rebuild lock: a
-// session-level advisory lock on a connection kept for the job, so a second
+// session-level advisory lock on a connection of its own (not one of the
+// pool's, which the queries need) kept for the job, so a second
 // rebuild of the same projection is refused on every instance, and a job
 // whose process dies releases it with its connection.
 type RebuildJob struct {
 	pool  *pgxpool.Pool
 	store eventstore.Store
 	p     Projection
-	conn  *pgxpool.Conn
+	conn  *pgx.Conn
 	start time.Time
 }
 
 // BeginRebuild takes the rebuild lock of p, or returns ErrRebuildInProgress,
 // and records the rebuild as started. Run must follow, or Abandon.
 func BeginRebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p Projection) (*RebuildJob, error) {
-	conn, err := pool.Acquire(ctx)
+	cfg := pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = "ledger rebuild " + p.Name()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("rebuild %s: %w", p.Name(), err)
 	}
 	var locked bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, advisoryKey("projection-rebuild", p.Name())).Scan(&locked); err != nil {
-		conn.Release()
+		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("rebuild %s: lock: %w", p.Name(), err)
 	}
 	if !locked {
-		conn.Release()
+		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, ErrRebuildInProgress
 	}
 	j := &RebuildJob{pool: pool, store: store, p: p, conn: conn, start: time.Now()}
@@ -95,11 +98,8 @@ func (j *RebuildJob) Abandon() { j.unlock() }
 func (j *RebuildJob) unlock() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := j.conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, advisoryKey("projection-rebuild", j.p.Name())); err != nil {
-		// Closing the session is what releases its locks for sure.
-		_ = j.conn.Conn().Close(ctx)
-	}
-	j.conn.Release()
+	// Closing the session releases its lock.
+	_ = j.conn.Close(ctx)
 }
 
 // Rebuild replays the whole log into p's tables from position 0 while p's
