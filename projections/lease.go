@@ -39,6 +39,19 @@ type lease struct {
 	ready  chan struct{} // closed when the lease is taken
 }
 
+// leaseApplication prefixes the application_name of lease sessions, which
+// the status reads to tell which instance runs a projection.
+const leaseApplication = "ledger-projections "
+
+// Instance names this process among the instances: host:pid.
+func Instance() string {
+	host, _ := os.Hostname()
+	if len(host) > 32 {
+		host = host[:32]
+	}
+	return fmt.Sprintf("%s:%d", host, os.Getpid())
+}
+
 func newLeases(pool *pgxpool.Pool, names []string, interval time.Duration, onChange func()) *leases {
 	l := &leases{pool: pool, interval: interval, onChange: onChange, state: map[string]*lease{}}
 	for _, n := range names {
@@ -90,7 +103,7 @@ func (l *leases) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		if conn == nil {
 			cfg := l.pool.Config().ConnConfig.Copy()
-			cfg.RuntimeParams["application_name"] = fmt.Sprintf("ledger projection leases pid=%d", os.Getpid())
+			cfg.RuntimeParams["application_name"] = leaseApplication + Instance()
 			c, err := pgx.ConnectConfig(ctx, cfg)
 			if err != nil {
 				sleep(ctx, l.interval)

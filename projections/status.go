@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -32,8 +33,11 @@ type Status struct {
 	// State is catching_up, live, rebuilding (a rebuild of it runs on some
 	// instance; the live tables keep answering meanwhile) or stopped (on the
 	// failing event in Error).
-	State    string              `json:"state"`
-	Position eventstore.Position `json:"position"`
+	State string `json:"state"`
+	// RunningOn is the instance (host:pid) holding the projection's lease,
+	// empty when none does.
+	RunningOn string              `json:"runningOn"`
+	Position  eventstore.Position `json:"position"`
 	Head     eventstore.Position `json:"head"`
 	// LagEvents is how many events of the log the projection has not
 	// applied yet; LagCapped says the count stopped at its cap (lagCap).
@@ -114,6 +118,9 @@ func ListStatus(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store,
 		if s.Rebuild, err = rebuildStatus(ctx, pool, name, now); err != nil {
 			return nil, err
 		}
+		if s.RunningOn, err = leaseHolder(ctx, pool, name); err != nil {
+			return nil, err
+		}
 		switch {
 		case msg != nil:
 			e.Message = *msg
@@ -153,6 +160,26 @@ func lag(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, s *Sta
 	return nil
 }
 
+// lockHeld is the condition on pg_locks that the advisory lock $2 is held
+// in this database.
+const lockHeld = `l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+	AND l.classid = (($2::bigint >> 32) & 4294967295)::oid AND l.objid = ($2::bigint & 4294967295)::oid AND l.objsubid = 1`
+
+// leaseHolder names the instance holding name's lease, or "".
+func leaseHolder(ctx context.Context, pool *pgxpool.Pool, name string) (string, error) {
+	var app string
+	err := pool.QueryRow(ctx, `
+		SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE a.application_name LIKE $1 || '%' AND `+lockHeld, leaseApplication, advisoryKey("projection-lease", name)).Scan(&app)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("lease of %s: %w", name, err)
+	}
+	return strings.TrimPrefix(app, leaseApplication), nil
+}
+
 // rebuildStatus reads the last rebuild of name; Running is whether its lock
 // is held now, on any instance.
 func rebuildStatus(ctx context.Context, pool *pgxpool.Pool, name string, now time.Time) (*RebuildStatus, error) {
@@ -161,9 +188,7 @@ func rebuildStatus(ctx context.Context, pool *pgxpool.Pool, name string, now tim
 	key := advisoryKey("projection-rebuild", name)
 	err := pool.QueryRow(ctx, `
 		SELECT phase, events, done_position, total_position, started_at, updated_at, finished_at, error,
-		       EXISTS (SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-		               WHERE l.locktype = 'advisory' AND d.datname = current_database() AND l.granted
-		                 AND l.classid = (($2::bigint >> 32) & 4294967295)::oid AND l.objid = ($2::bigint & 4294967295)::oid AND l.objsubid = 1)
+		       EXISTS (SELECT 1 FROM pg_locks l WHERE `+lockHeld+`)
 		FROM projection_rebuilds WHERE name = $1`, name, key).
 		Scan(&r.Phase, &r.Events, &done, &total, &r.StartedAt, &r.UpdatedAt, &r.FinishedAt, &r.Error, &r.Running)
 	if errors.Is(err, pgx.ErrNoRows) {
