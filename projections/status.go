@@ -38,7 +38,7 @@ type Status struct {
 	// empty when none does.
 	RunningOn string              `json:"runningOn"`
 	Position  eventstore.Position `json:"position"`
-	Head     eventstore.Position `json:"head"`
+	Head      eventstore.Position `json:"head"`
 	// LagEvents is how many events of the log the projection has not
 	// applied yet; LagCapped says the count stopped at its cap (lagCap).
 	LagEvents int64 `json:"lagEvents"`
