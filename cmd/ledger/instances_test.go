@@ -198,6 +198,10 @@ func TestInstancesTakeOverAfterKill9(t *testing.T) {
 	before := readModels(t, dbURL)
 	t.Setenv("LEDGER_DATABASE_URL", dbURL)
 	t.Setenv("LEDGER_EVENTSTORE_URL", "")
+	list, _, err := cli(t, "projections", "list")
+	if err != nil || !strings.Contains(list, "RUNNING ON") || strings.Count(list, fmt.Sprintf(":%d ", procs[next].cmd.Process.Pid)) != len(names) {
+		t.Fatalf("projections list: %v\n%s", err, list)
+	}
 	if _, stderr, err := cli(t, "projections", "rebuild", "--all"); err != nil {
 		t.Fatalf("rebuild: %v\n%s", err, stderr)
 	}
