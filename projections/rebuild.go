@@ -60,6 +60,7 @@ type RebuildJob struct {
 	p     Projection
 	conn  *pgx.Conn
 	start time.Time
+	exact bool // pipelining diverged once: apply statement by statement
 }
 
 // BeginRebuild takes the rebuild lock of p, or returns ErrRebuildInProgress,
@@ -180,28 +181,39 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 		return err
 	}
 	st.head = head
-	for {
-		evs, err := j.store.ReadAll(ctx, st.pos, RebuildBatch)
-		if err != nil {
-			return err
+	// The next batch is read while this one is applied.
+	type read struct {
+		evs []eventstore.RecordedEvent
+		err error
+	}
+	reads := make(chan read, 1)
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	go func() {
+		defer close(reads)
+		var pos eventstore.Position
+		for {
+			evs, err := j.store.ReadAll(readCtx, pos, RebuildBatch)
+			select {
+			case reads <- read{evs, err}:
+			case <-readCtx.Done():
+				return
+			}
+			if err != nil || len(evs) < RebuildBatch {
+				return
+			}
+			pos = evs[len(evs)-1].Position
 		}
-		if len(evs) > 0 {
-			err = pgx.BeginFunc(ctx, j.pool, func(tx pgx.Tx) error {
-				if _, err := tx.Exec(ctx, searchPath); err != nil {
-					return err
-				}
-				if err := j.applyAll(ctx, tx, &st, evs); err != nil {
-					return err
-				}
-				return recordProgress(ctx, tx, name, phase, st)
-			})
-			if err != nil {
+	}()
+	for r := range reads {
+		if r.err != nil {
+			return r.err
+		}
+		if len(r.evs) > 0 {
+			if err := j.buildBatch(ctx, searchPath, phase, &st, r.evs); err != nil {
 				return err
 			}
 			progress()
-		}
-		if len(evs) < RebuildBatch {
-			break
 		}
 		if !st.pos.Less(st.head) && phase == PhaseBuilding {
 			phase = PhaseCatchingUp
@@ -270,6 +282,57 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 	st.head = st.pos
 	phase = PhaseDone
 	progress()
+	return nil
+}
+
+// buildBatch applies one batch to the shadow tables in a transaction of its
+// own. The shadow is thrown away unless the swap commits, and the swap's
+// commit is synchronous, so these commits need not wait for their flush.
+// The batch's statements are pipelined (pipeTx) until a batch diverges from
+// the pipeline's assumption; that batch is applied again statement by
+// statement, and so are the rest of this rebuild's.
+func (j *RebuildJob) buildBatch(ctx context.Context, searchPath, phase string, st *rebuildState, evs []eventstore.RecordedEvent) error {
+	attempt := func(pipelined bool) (rebuildState, error) {
+		next := *st
+		err := pgx.BeginFunc(ctx, j.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, searchPath+"; SET LOCAL synchronous_commit = off"); err != nil {
+				return err
+			}
+			if !pipelined {
+				if err := j.applyAll(ctx, tx, &next, evs); err != nil {
+					return err
+				}
+				return recordProgress(ctx, tx, j.p.Name(), phase, next)
+			}
+			pt := newPipeTx(tx)
+			if err := j.applyAll(ctx, pt, &next, evs); err != nil {
+				return err
+			}
+			if err := pt.flush(ctx); err != nil {
+				return err
+			}
+			return recordProgress(ctx, tx, j.p.Name(), phase, next)
+		})
+		return next, err
+	}
+	if !j.exact {
+		next, err := attempt(true)
+		if err == nil {
+			*st = next
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		// Whatever went wrong, the statement-by-statement replay says
+		// what really happens, errors included.
+		j.exact = true
+	}
+	next, err := attempt(false)
+	if err != nil {
+		return err
+	}
+	*st = next
 	return nil
 }
 
