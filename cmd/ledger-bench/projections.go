@@ -89,11 +89,13 @@ func perSecond(n int64, d time.Duration) float64 {
 }
 
 // fillAccounts appends n events (n/2 accounts registered then activated)
-// with bulk INSERT … SELECT, 100,000 events per statement: realistic
+// with bulk INSERT … SELECT, 10,000 events per statement: realistic
 // payloads (argon2id-sized hashes, metadata with correlation and causation
 // ids), far faster than appending them one by one.
 func fillAccounts(ctx context.Context, pool *pgxpool.Pool, n int) error {
-	const chunk = 50000 // accounts per statement
+	// Small statements: a long one would hold back every log reader of the
+	// server (they wait for the oldest running transaction).
+	const chunk = 5000 // accounts per statement
 	for first := 0; first < n/2; first += chunk {
 		last := min(first+chunk, n/2) - 1
 		_, err := pool.Exec(ctx, `
@@ -166,12 +168,24 @@ func measureRebuild(ctx context.Context, cfg Config, pool *pgxpool.Pool, store e
 		return r, err
 	}
 	defer pool.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS bench_accounts_bulk`) //nolint:errcheck // scratch table in a scratch database
+	// In 16 statements by key range, not one: a long statement would hold
+	// back every log reader of the server.
 	start = time.Now()
-	tag, err := pool.Exec(ctx, `INSERT INTO bench_accounts_bulk SELECT * FROM accounts`)
-	if err != nil {
-		return r, err
+	for c := range 16 {
+		lo := fmt.Sprintf("%x0000000-0000-0000-0000-000000000000", c)
+		hi := "ffffffff-ffff-ffff-ffff-ffffffffffff"
+		cond := "account_id >= $1 AND account_id <= $2"
+		if c < 15 {
+			hi = fmt.Sprintf("%x0000000-0000-0000-0000-000000000000", c+1)
+			cond = "account_id >= $1 AND account_id < $2"
+		}
+		tag, err := pool.Exec(ctx, `INSERT INTO bench_accounts_bulk SELECT * FROM accounts WHERE `+cond, lo, hi)
+		if err != nil {
+			return r, err
+		}
+		r.bulkRows += tag.RowsAffected()
 	}
-	r.bulk, r.bulkRows = time.Since(start), tag.RowsAffected()
+	r.bulk = time.Since(start)
 	return r, nil
 }
 
@@ -269,7 +283,7 @@ func writeProjectionsReport(w io.Writer, cfg Config, res projectionResults) {
 		fmt.Fprintln(w, "|:--------|-----------:|---------------:|-------------:|-----------------:|--------------------------:|---------------:|")
 		fmt.Fprintf(w, "| accounts (shadow tables, swap) | %d | %d | %s | %.0f | %.0f | %s |\n\n",
 			r.logEvents, r.accountEvents, r.rebuild.Round(time.Millisecond), rate, bulk, ratio(rate, bulk))
-		fmt.Fprintf(w, "The log was filled by bulk INSERT … SELECT in %s (half registrations, half activations). Bulk: the %d rebuilt rows copied by the server alone in one INSERT … SELECT into a table of the same shape and indexes. Target ≥ 50,000 events/s: %s.\n\n",
+		fmt.Fprintf(w, "The log was filled by bulk INSERT … SELECT in %s (half registrations, half activations). Bulk: the %d rebuilt rows copied by the server alone with INSERT … SELECT (16 statements by key range) into a table of the same shape and indexes. Target ≥ 50,000 events/s: %s.\n\n",
 			r.fill.Round(time.Millisecond), r.bulkRows, verdict)
 	}
 }
