@@ -130,6 +130,9 @@ func (j *RebuildJob) Run(ctx context.Context, report func(Progress)) (err error)
 		if err != nil {
 			s := err.Error()
 			phase, msg = PhaseFailed, &s
+			// The shadow is of no use any more (the next rebuild would
+			// drop it anyway).
+			_, _ = j.pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA IF EXISTS "+pgx.Identifier{"ledger_rebuild_" + j.p.Name()}.Sanitize()+" CASCADE")
 		}
 		_, dbErr := j.pool.Exec(context.WithoutCancel(ctx), `
 			UPDATE projection_rebuilds SET phase = $2, error = $3, finished_at = now(), updated_at = now()
