@@ -99,7 +99,9 @@ func (j *RebuildJob) Abandon() { j.unlock() }
 func (j *RebuildJob) unlock() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	// Closing the session releases its lock.
+	// Unlocked before the job returns, so the status says so at once;
+	// closing the session releases the lock anyway if that fails.
+	_, _ = j.conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, advisoryKey("projection-rebuild", j.p.Name()))
 	_ = j.conn.Close(ctx)
 }
 
