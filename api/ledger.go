@@ -233,8 +233,9 @@ func (h *handlers) rebuildProjection(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	ctx := context.WithoutCancel(c.Request().Context())
 	go func() {
-		if err := job.Run(context.WithoutCancel(c.Request().Context()), nil); err != nil {
+		if err := job.Run(ctx, nil); err != nil {
 			h.server.log.Error("rebuild failed", "projection", name, "error", err)
 			return
 		}

@@ -41,6 +41,23 @@ func lock(ctx context.Context, tx pgx.Tx, name string) error {
 	return nil
 }
 
+// errBusy says a live batch found its projection locked (by a rebuild's
+// swap): it rolls back, giving its pool connection back, and is retried.
+var errBusy = errors.New("projection locked by a rebuild")
+
+// tryLock is lock for live batches: they never wait for the lock holding
+// a pool connection, since the swap holding it may need one to read the log.
+func tryLock(ctx context.Context, tx pgx.Tx, name string) error {
+	var ok bool
+	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, advisoryKey("projection", name)).Scan(&ok); err != nil {
+		return fmt.Errorf("lock projection %s: %w", name, err)
+	}
+	if !ok {
+		return errBusy
+	}
+	return nil
+}
+
 type checkpoint struct {
 	pos      eventstore.Position
 	applied  int64
@@ -106,7 +123,7 @@ func (e *ApplyError) Unwrap() error { return e.Err }
 // rate (may be nil) turns the running count of applied events into events
 // per second.
 func applyBatch(ctx context.Context, tx pgx.Tx, p Projection, from eventstore.Position, evs []eventstore.RecordedEvent, rate *rateWindow) (cp eventstore.Position, gap bool, err error) {
-	if err := lock(ctx, tx, p.Name()); err != nil {
+	if err := tryLock(ctx, tx, p.Name()); err != nil {
 		return cp, false, err
 	}
 	c, err := readCheckpoint(ctx, tx, p.Name())

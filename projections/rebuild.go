@@ -235,7 +235,9 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 		}
 	}
 	phase = PhaseSwapping
-	err = pgx.BeginFunc(ctx, j.pool, func(tx pgx.Tx) error {
+	// On the job's own connection: holding a pool connection while the
+	// reads below borrow another could starve a small pool.
+	err = pgx.BeginFunc(ctx, j.conn, func(tx pgx.Tx) error {
 		if err := lock(ctx, tx, name); err != nil {
 			return err
 		}
@@ -299,7 +301,7 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 func (j *RebuildJob) buildBatch(ctx context.Context, searchPath, phase string, st *rebuildState, evs []eventstore.RecordedEvent) error {
 	attempt := func(pipelined bool) (rebuildState, error) {
 		next := *st
-		err := pgx.BeginFunc(ctx, j.pool, func(tx pgx.Tx) error {
+		err := pgx.BeginFunc(ctx, j.conn, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, searchPath+"; SET LOCAL synchronous_commit = off"); err != nil {
 				return err
 			}

@@ -130,10 +130,16 @@ func (r *Runner) handler(p Projection) message.NoPublishHandlerFunc {
 		ctx := msg.Context()
 		var cp eventstore.Position
 		var gap bool
-		err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) (err error) {
-			cp, gap, err = applyBatch(ctx, tx, p, b.From, b.Events, r.rates[p.Name()])
-			return err
-		})
+		var err error
+		for {
+			err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) (err error) {
+				cp, gap, err = applyBatch(ctx, tx, p, b.From, b.Events, r.rates[p.Name()])
+				return err
+			})
+			if !errors.Is(err, errBusy) || !sleep(ctx, 10*time.Millisecond) {
+				break
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				// Stopping, or the lease was lost: not the projection's fault.
