@@ -286,6 +286,7 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 	if err != nil {
 		return err
 	}
+	wakeLog(j.store)
 	st.head = st.pos
 	phase = PhaseDone
 	progress()
@@ -326,6 +327,7 @@ func (j *RebuildJob) buildBatch(ctx context.Context, searchPath, phase string, s
 		next, err := attempt(true)
 		if err == nil {
 			*st = next
+			wakeLog(j.store)
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -340,6 +342,7 @@ func (j *RebuildJob) buildBatch(ctx context.Context, searchPath, phase string, s
 		return err
 	}
 	*st = next
+	wakeLog(j.store)
 	return nil
 }
 

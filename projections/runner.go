@@ -148,6 +148,7 @@ func (r *Runner) handler(p Projection) message.NoPublishHandlerFunc {
 			r.fail(ctx, p.Name(), err)
 			return err
 		}
+		wakeLog(r.store)
 		r.mu.Lock()
 		st := r.state[p.Name()]
 		st.pos, st.failing = cp, nil
@@ -411,6 +412,17 @@ func (s *logSubscriber) deliver(ctx context.Context, topic string, sub eventstor
 func (s *logSubscriber) Close() error {
 	s.wg.Wait()
 	return nil
+}
+
+// wakeLog tells the log that a transaction ended. The PostgreSQL log
+// delivers an event only once every older transaction of the server has
+// ended, and a projection's batch is such a transaction: an append that
+// committed while it ran is readable only now, and without a wake-up its
+// subscribers would find it at their next poll (1 s) instead.
+func wakeLog(store eventstore.Store) {
+	if c, ok := store.(interface{ Committed() }); ok {
+		c.Committed()
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
