@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/consentledger/ledger/eventstore"
 	"github.com/consentledger/ledger/projections"
@@ -202,5 +203,42 @@ func TestPipelinedRebuildReplaysWhatItGuessedWrong(t *testing.T) {
 		if got, _ := projections.Dump(ctx, e.pool, table); !reflect.DeepEqual(got, rows) {
 			t.Fatalf("rebuilt %s:\n%v\nwant\n%v", table, got, rows)
 		}
+	}
+}
+
+func TestStatusGauges(t *testing.T) {
+	e := newEnv(t)
+	r, _ := start(t, e, projections.Accounts{})
+	waitFor(t, r, register(t, e.store, 10))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(projections.NewStatusCollector(e.pool, e.store, []string{"accounts"}))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			name := f.GetName()
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "state" {
+					name += "{" + l.GetValue() + "}"
+				}
+			}
+			got[name] = m.GetGauge().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"ledger_projection_lag_events": 0, "ledger_projection_lag_seconds": 0,
+		"ledger_projection_state{live}": 1, "ledger_projection_state{stopped}": 0,
+		"ledger_projection_state{catching_up}": 0, "ledger_projection_state{rebuilding}": 0,
+	}
+	for name, v := range want {
+		if g, ok := got[name]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v", name, g, ok, v)
+		}
+	}
+	if got["ledger_projection_position"] <= 0 {
+		t.Errorf("position gauge %v", got["ledger_projection_position"])
 	}
 }
