@@ -64,6 +64,8 @@ type Config struct {
 	// events; one auditor exports a subject of AuditExportEvents (0 skips
 	// the auditor rows).
 	AuditClients, AuditEvents, AuditExportEvents int
+	// Projections selects the projection rows (projections.go).
+	Projections ProjectionsConfig
 	// Progress receives a line per finished cell (nil: nowhere), so a long
 	// run is visibly alive and its details (raw latencies) are not lost.
 	Progress io.Writer
@@ -86,6 +88,7 @@ func DefaultConfig() Config {
 		ESDBWriters:       []int{1, 8},
 		ESDBDuration:      3 * time.Second,
 		AuditClients:      4, AuditEvents: 1000, AuditExportEvents: 20_000,
+		Projections: ProjectionsConfig{RebuildEvents: 1_000_000, LagWriters: 32},
 	}
 }
 
@@ -140,7 +143,7 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("database url: %w", err)
 	}
-	poolCfg.MaxConns = int32(max(slices.Max(cfg.Writers), cfg.SubWriters) + 4)
+	poolCfg.MaxConns = int32(max(slices.Max(cfg.Writers), cfg.SubWriters, cfg.Projections.LagWriters+10) + 4)
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return err
@@ -167,6 +170,11 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 	defer store.Close()
+	if cfg.Projections.Only {
+		res, err := measureProjections(ctx, cfg, pool, store, progress)
+		writeProjectionsReport(out, cfg, res)
+		return err
+	}
 
 	var cells []cell
 	for _, w := range cfg.Writers {
@@ -265,9 +273,14 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	projRows, err := measureProjections(ctx, cfg, pool, store, progress)
+	if err != nil {
+		return err
+	}
 	if len(esdbRows) == 0 {
 		writeReport(out, cfg, facts, cells, subs, enroll, steps, introspect)
 		writeAuditReport(out, cfg, audit)
+		writeProjectionsReport(out, cfg, projRows)
 		return nil
 	}
 	// One blank line between the report and the EventStoreDB rows, whichever
@@ -277,6 +290,7 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 	writeAuditReport(&report, cfg, audit)
 	fmt.Fprint(out, strings.TrimRight(report.String(), "\n")+"\n\n")
 	writeESDBReport(out, cfg, esdbRows)
+	writeProjectionsReport(out, cfg, projRows)
 	return nil
 }
 

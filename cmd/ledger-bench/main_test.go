@@ -24,6 +24,7 @@ func TestRun(t *testing.T) {
 	cfg.EnrollClients, cfg.EnrollAccounts, cfg.StepsClients, cfg.IntrospectClients = 2, 20, 2, 2
 	cfg.ESDBWriters, cfg.ESDBDuration = []int{1, 2}, 200*time.Millisecond
 	cfg.AuditClients, cfg.AuditEvents, cfg.AuditExportEvents = 1, 100, 300
+	cfg.Projections = ProjectionsConfig{RebuildEvents: 2000, LagWriters: 2}
 	var progress bytes.Buffer
 	cfg.Progress = &progress
 
