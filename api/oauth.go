@@ -86,7 +86,7 @@ func newOAuthProvider(cfg Config, app App, log *slog.Logger) *oauthProvider {
 	if publicURL != "" {
 		fc.TokenURL = publicURL + "/oauth2/token"
 	}
-	store := &oauthStore{cmds: app.Commands, pool: app.Pool, config: fc}
+	store := &oauthStore{cmds: app.Commands, pool: app.Pool, config: fc, tokens: app.Tokens}
 	// Unprefixed tokens: fosite's prefixes name its vendor, not this service.
 	strategy := oauth2.NewHMACSHAStrategyUnPrefixed(&hmac.HMACStrategy{Config: fc}, fc)
 	provider := compose.Compose(fc, store, strategy,
