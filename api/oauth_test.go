@@ -56,6 +56,10 @@ type oauthLedger struct {
 
 const oauthIssuer = "https://ledger.example"
 
+// oauthTestSecret keys the test servers' codes and tokens; every instance
+// of a test shares it, as instances behind one load balancer do.
+const oauthTestSecret = "a test secret that is long enough to key the HMAC"
+
 // newOAuthLedger runs on the log open returns; nil means the PostgreSQL log.
 func newOAuthLedger(t *testing.T, open func(*testing.T) eventstore.Store) *oauthLedger {
 	t.Helper()
@@ -84,7 +88,7 @@ func newOAuthLedger(t *testing.T, open func(*testing.T) eventstore.Store) *oauth
 	cmds := commands.New(commands.Deps{Store: store, Consistency: projections.Consistency{runner, tokens}, Outbox: outbox,
 		PasswordParams: account.PasswordParams{Memory: 1024, Time: 1, Threads: 1}})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := Config{PublicURL: oauthIssuer, OAuthSecret: []byte("a test secret that is long enough to key the HMAC")}
+	cfg := Config{PublicURL: oauthIssuer, OAuthSecret: []byte(oauthTestSecret)}
 	s := New(cfg, Deps{Pool: pool, Logger: log})
 	app := App{Commands: cmds, Pool: pool, Store: store, Runner: runner, Tokens: tokens}
 	Mount(s, app)

@@ -407,6 +407,11 @@ func (m *TokenValidity) publish(ctx context.Context) {
 	tick := time.NewTicker(m.HeartbeatEvery)
 	defer tick.Stop()
 	defer func() {
+		// Stop answering before the row goes: commands stop waiting for
+		// this instance once it is gone.
+		m.mu.Lock()
+		m.freshUntil = time.Time{}
+		m.mu.Unlock()
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_, _ = m.pool.Exec(dctx, `DELETE FROM token_cache_instances WHERE instance_id = $1`, m.id)
