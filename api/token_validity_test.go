@@ -45,11 +45,20 @@ func signature(token string) string {
 // model cannot answer for it.
 func inMemory(t *testing.T, m *projections.TokenValidity, token string) (status string, found bool) {
 	t.Helper()
-	tok, found, served := m.Token(signature(token))
-	if !served {
-		t.Fatalf("the in-memory model cannot answer for the token (serving: %v)", m.Serving())
+	// A model that fell behind the log for a moment (the machine is busy)
+	// answers nothing until it caught up again, and then holds everything
+	// up to the head it saw: wait for that.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tok, found, served := m.Token(signature(token))
+		if served {
+			return tok.Status, found
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the in-memory model cannot answer for the token (serving: %v)", m.Serving())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	return tok.Status, found
 }
 
 // activeInMemory: the model holds the token, active, its grant standing.

@@ -38,9 +38,15 @@ import (
 // before other instances stop waiting for it, and catches up with the log's
 // head before it answers from memory again.
 //
-// A code, token or client that is not in memory yet (issued a moment ago
-// by another instance) is read from the database: a miss is never taken as
-// an answer.
+// An instance also answers from memory only while it keeps up: once per
+// heartbeat it reads the head of the log, and it must have applied the head
+// it read the time before. One that falls behind by more than about two
+// seconds answers from the database until it has caught up, so a command
+// that gave up waiting for it after 3 s finds it no longer answering.
+//
+// A code, token or client that is not in memory (issued a moment ago by
+// another instance, or expired more than an hour ago) is read from the
+// database: a miss is never taken as an answer.
 type TokenValidity struct {
 	pool  *pgxpool.Pool
 	store eventstore.Store
@@ -50,10 +56,11 @@ type TokenValidity struct {
 	// Lease is how old another instance's heartbeat may be for commands to
 	// wait for it (default 5 s). StaleAfter is how long after its last
 	// successful heartbeat an instance keeps answering from memory (default
-	// 3 s; less than Lease, so that nobody stops waiting for an instance
-	// that still answers). HeartbeatEvery (default 1 s) and PollEvery
-	// (default 2 ms, how often a waiting command looks at other instances)
-	// complete the protocol.
+	// 2 s; less than Lease, so that nobody stops waiting for an instance
+	// that still answers, and less than the commands' 3 s wait).
+	// HeartbeatEvery (default 1 s) is also how often the model compares
+	// itself with the head of the log; PollEvery (default 2 ms) is how
+	// often a waiting command looks at other instances.
 	Lease, StaleAfter, HeartbeatEvery, PollEvery time.Duration
 
 	mu         sync.RWMutex
@@ -65,6 +72,9 @@ type TokenValidity struct {
 	failing    error
 	freshUntil time.Time           // the heartbeat is fresh until then
 	catchUp    eventstore.Position // to reach before answering again
+	lastHead   eventstore.Position // the head of the log at the last look
+	sweptAt    time.Time           // event time of the last sweep
+	headReadAt time.Time
 
 	progress *eventstore.Broadcast
 	changed  chan struct{}
@@ -107,7 +117,7 @@ func NewTokenValidity(pool *pgxpool.Pool, store eventstore.Store, logger *slog.L
 	}
 	return &TokenValidity{
 		pool: pool, store: store, log: logger, id: uuid.Must(uuid.NewV7()),
-		Lease: 5 * time.Second, StaleAfter: 3 * time.Second, HeartbeatEvery: time.Second, PollEvery: 2 * time.Millisecond,
+		Lease: 5 * time.Second, StaleAfter: 2 * time.Second, HeartbeatEvery: time.Second, PollEvery: 2 * time.Millisecond,
 		tokens: map[string]*OAuthToken{}, clients: map[uuid.UUID]*OAuthClient{},
 		grants: map[grantKey]grantState{}, blocked: map[uuid.UUID]bool{},
 		progress: eventstore.NewBroadcast(), changed: make(chan struct{}, 1),
@@ -236,6 +246,7 @@ func (m *TokenValidity) apply(evs []eventstore.RecordedEvent) error {
 			break
 		}
 		m.pos = ev.Position
+		m.sweep(ev.Metadata.OccurredAt)
 	}
 	m.failing = err
 	m.mu.Unlock()
@@ -316,6 +327,26 @@ func (m *TokenValidity) issue(sig, kind string, g consent.TokenGrant, redirect, 
 		RequestedAudience: nonNil(g.RequestedAudience), GrantedAudience: nonNil(g.GrantedAudience),
 		RedirectURI: redirect, CodeChallenge: challenge, CodeChallengeMethod: method,
 		RequestedAt: g.RequestedAt, ExpiresAt: g.ExpiresAt, IssuedAt: at,
+	}
+}
+
+// forgetAfter is how long after its expiry a code or token stays in
+// memory. Forgotten, it is read from the database, which answers that it
+// expired: memory holds what is alive, not the whole history.
+const forgetAfter = time.Hour
+
+// sweep forgets, every ten minutes of the log's time, the codes and tokens
+// that expired more than forgetAfter before at (an event's time, so what
+// the model holds stays a function of the log).
+func (m *TokenValidity) sweep(at time.Time) {
+	if at.Sub(m.sweptAt) < 10*time.Minute {
+		return
+	}
+	m.sweptAt = at
+	for sig, t := range m.tokens {
+		if t.ExpiresAt.Before(at.Add(-forgetAfter)) {
+			delete(m.tokens, sig)
+		}
 	}
 }
 
@@ -441,15 +472,21 @@ func (m *TokenValidity) publish(ctx context.Context) {
 }
 
 // refreshed extends the model's right to answer after a heartbeat started
-// at started was written.
+// at started was written, and keeps the model honest about its lag: at most
+// once per HeartbeatEvery it reads the head of the log, and from then on
+// answers only once it has applied the head read the time before. A model
+// that falls behind the log by more than about two heartbeats thus stops
+// answering from memory before a command waiting for it gives up, even
+// though its heartbeat is fresh.
 func (m *TokenValidity) refreshed(ctx context.Context, started time.Time) error {
 	// Judged when the write is done: if the model stopped answering at any
 	// moment before, commands may have stopped waiting for it meanwhile.
 	m.mu.RLock()
 	stale := !time.Now().Before(m.freshUntil)
+	due := time.Since(m.headReadAt) >= m.HeartbeatEvery
 	m.mu.RUnlock()
 	var head eventstore.Position
-	if stale {
+	if stale || due {
 		var err error
 		if head, err = m.store.Head(ctx); err != nil {
 			return err
@@ -457,8 +494,15 @@ func (m *TokenValidity) refreshed(ctx context.Context, started time.Time) error 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if stale && m.catchUp.Less(head) {
-		m.catchUp = head
+	if stale || due {
+		target := m.lastHead
+		if stale {
+			target = head
+		}
+		if m.catchUp.Less(target) {
+			m.catchUp = target
+		}
+		m.lastHead, m.headReadAt = head, time.Now()
 	}
 	m.freshUntil = started.Add(m.StaleAfter)
 	return nil
