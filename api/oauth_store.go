@@ -23,9 +23,10 @@ import (
 	"github.com/consentledger/ledger/projections"
 )
 
-// oauthStore is fosite's storage, kept by the ledger: clients come from the
-// clients read model, codes and tokens from the oauth_tokens read model, and
-// every change is a fact appended through commands.RecordOAuth.
+// oauthStore is fosite's storage, kept by the ledger: clients, codes and
+// tokens come from the in-memory token-validity model when it can answer
+// (projections.TokenValidity), else from the clients and oauth_tokens read
+// models, and every change is a fact appended through commands.RecordOAuth.
 //
 // Writes are collected in the request's oauthExchange and appended together
 // when the endpoint has its answer (see oauthExchange); a write outside an

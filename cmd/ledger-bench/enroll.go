@@ -133,19 +133,23 @@ func startBenchServer(ctx context.Context, pool *pgxpool.Pool, store eventstore.
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = runner.Run(rctx) })
 	wg.Go(func() { _ = tokens.Run(rctx) })
-	// The projections start from position 0 of a log the throughput rows
-	// filled: let them catch up first, so no row measures that catch-up
-	// (and no command times out waiting for it).
+	// The projections and the token model start from position 0 of a log
+	// the throughput rows filled: let them catch up first, so no row
+	// measures that catch-up (and no command times out waiting for it), and
+	// let the token model answer from memory.
+	consistency := projections.Consistency{runner, tokens}
 	if head, err := store.Head(ctx); err == nil {
 		wctx, stop := context.WithTimeout(ctx, 5*time.Minute)
-		if err := runner.WaitFor(wctx, head); err != nil {
+		if err := consistency.WaitFor(wctx, head); err != nil {
 			logger.Warn("projections did not catch up before the HTTP rows", "error", err)
+		}
+		for !tokens.Serving() && wctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
 		}
 		stop()
 	}
 
 	outbox := commands.NewMemoryOutbox(100_000)
-	consistency := projections.Consistency{runner, tokens}
 	h := commands.New(commands.Deps{Store: store, Outbox: outbox, Consistency: consistency, Logger: logger})
 	server := api.New(api.Config{AdminToken: benchAdminToken}, api.Deps{Pool: pool, Logger: logger})
 	api.Mount(server, api.App{Commands: h, Pool: pool, Store: store, Runner: runner, Tokens: tokens})
