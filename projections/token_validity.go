@@ -165,8 +165,9 @@ func (m *TokenValidity) Client(id uuid.UUID) (c OAuthClient, served bool) {
 }
 
 // Serving reports whether the model answers: it applied the log without a
-// failure, its heartbeat is fresh, and it reached the head of the log as of
-// that heartbeat's start.
+// failure, its heartbeat is fresh, and it reached the head of the log it
+// read at its previous look (or, after a lapse, at the heartbeat that ended
+// it).
 func (m *TokenValidity) Serving() bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -192,12 +193,12 @@ func (m *TokenValidity) Position() eventstore.Position {
 // before (it answers nothing from memory meanwhile) and is retried.
 func (m *TokenValidity) Run(ctx context.Context) error {
 	if m.pool == nil {
-		m.mu.Lock()
+		// Alone: it answers once it reached the head as of its start.
 		head, err := m.store.Head(ctx)
 		if err != nil {
-			m.mu.Unlock()
 			return fmt.Errorf("token validity: head of the log: %w", err)
 		}
+		m.mu.Lock()
 		m.catchUp = head
 		m.mu.Unlock()
 	} else {
