@@ -19,10 +19,13 @@ import (
 
 // App is what the ledger's routes call, wired by hand in cmd/.
 type App struct {
-	Commands  *commands.Handler
-	Pool      *pgxpool.Pool // read models
-	Store     eventstore.Store
-	Runner    *projections.Runner
+	Commands *commands.Handler
+	Pool     *pgxpool.Pool // read models
+	Store    eventstore.Store
+	Runner   *projections.Runner
+	// Tokens is the in-memory token-validity model the OAuth2 endpoints
+	// answer from; nil reads every code and token from the database.
+	Tokens    *projections.TokenValidity
 	DevOutbox *commands.MemoryOutbox // dev mode only
 	// Authorize is the OAuth2 protocol the consent prompt answers through;
 	// nil serves no prompt.

@@ -197,8 +197,10 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
-// quietRoutes are probed every few seconds; their access lines go to debug.
-var quietRoutes = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
+// quietRoutes are probed every few seconds, or, for introspection, by
+// partners' resource servers on every call they serve (thousands a
+// second); their access lines go to debug. Their metrics count every call.
+var quietRoutes = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true, "/oauth2/introspect": true}
 
 // observe answers any error through the error handler (so the final status
 // is known), then records the metrics and one access-log line. The line

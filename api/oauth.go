@@ -86,7 +86,7 @@ func newOAuthProvider(cfg Config, app App, log *slog.Logger) *oauthProvider {
 	if publicURL != "" {
 		fc.TokenURL = publicURL + "/oauth2/token"
 	}
-	store := &oauthStore{cmds: app.Commands, pool: app.Pool, config: fc}
+	store := &oauthStore{cmds: app.Commands, pool: app.Pool, config: fc, tokens: app.Tokens}
 	// Unprefixed tokens: fosite's prefixes name its vendor, not this service.
 	strategy := oauth2.NewHMACSHAStrategyUnPrefixed(&hmac.HMACStrategy{Config: fc}, fc)
 	provider := compose.Compose(fc, store, strategy,
@@ -274,6 +274,12 @@ func (o *oauthProvider) issueCode(ctx context.Context, client *oauthClient, redi
 	if client.IsPublic() || !slices.Contains(client.redirectURIs, redirectURI) {
 		return "", fosite.ErrInvalidRequest.WithHint("Codes without a browser are issued to confidential clients, on a registered redirect URI.")
 	}
+	return o.issueCodeFor(ctx, client, redirectURI, accountID, scopes, "")
+}
+
+// issueCodeFor issues a code as the authorization endpoint would for the
+// request it builds, with an S256 PKCE challenge when one is given.
+func (o *oauthProvider) issueCodeFor(ctx context.Context, client *oauthClient, redirectURI string, accountID uuid.UUID, scopes []string, challenge string) (string, error) {
 	redirect, err := url.Parse(redirectURI)
 	if err != nil {
 		return "", fosite.ErrInvalidRequest.WithWrap(err)
@@ -285,6 +291,10 @@ func (o *oauthProvider) issueCode(ctx context.Context, client *oauthClient, redi
 	ar.RequestedScope = scopes
 	ar.Form = url.Values{"client_id": {client.GetID()}, "redirect_uri": {redirectURI}, "response_type": {"code"},
 		"scope": {strings.Join(scopes, " ")}}
+	if challenge != "" {
+		ar.Form.Set("code_challenge", challenge)
+		ar.Form.Set("code_challenge_method", "S256")
+	}
 	for _, s := range scopes {
 		ar.GrantScope(s)
 	}

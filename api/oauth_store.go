@@ -20,11 +20,13 @@ import (
 	"github.com/consentledger/ledger/commands"
 	"github.com/consentledger/ledger/domain/account"
 	"github.com/consentledger/ledger/domain/consent"
+	"github.com/consentledger/ledger/projections"
 )
 
-// oauthStore is fosite's storage, kept by the ledger: clients come from the
-// clients read model, codes and tokens from the oauth_tokens read model, and
-// every change is a fact appended through commands.RecordOAuth.
+// oauthStore is fosite's storage, kept by the ledger: clients, codes and
+// tokens come from the in-memory token-validity model when it can answer
+// (projections.TokenValidity), else from the clients and oauth_tokens read
+// models, and every change is a fact appended through commands.RecordOAuth.
 //
 // Writes are collected in the request's oauthExchange and appended together
 // when the endpoint has its answer (see oauthExchange); a write outside an
@@ -33,6 +35,9 @@ type oauthStore struct {
 	cmds   *commands.Handler
 	pool   *pgxpool.Pool
 	config *fosite.Config
+	// tokens answers reads from memory when it can (nil: never); what it
+	// cannot answer is read from the database.
+	tokens *projections.TokenValidity
 }
 
 var (
@@ -228,6 +233,11 @@ func (s *oauthStore) GetClient(ctx context.Context, id string) (fosite.Client, e
 	if err != nil {
 		return nil, fosite.ErrNotFound
 	}
+	if s.tokens != nil {
+		if m, ok := s.tokens.Client(cid); ok {
+			return clientFromMemory(m), nil
+		}
+	}
 	c := &oauthClient{id: cid}
 	err = s.pool.QueryRow(ctx, `
 		SELECT name, redirect_uris, scopes, grant_types, implicit_allowed, public, coalesce(secret_hash, '')
@@ -266,12 +276,12 @@ type tokenRow struct {
 	requestedAt, expiresAt             time.Time
 }
 
-// load reads a code or token. One issued for an account works only while
-// the account's grant to the client, as given before the token was issued,
-// stands: the user's revocation (or the end of what the grant covered,
-// such as RemoveProperty) ends the client's codes and tokens at once, and
-// granting again does not revive them.
-// load reads a code or token. A user's token counts only while the grant
+// load reads a code or token, from the in-memory token-validity model when
+// it can answer, else from the database. One issued for an account works
+// only while the account's grant to the client, as given before the token
+// was issued, stands: the user's revocation (or the end of what the grant
+// covered, such as RemoveProperty) ends the client's codes and tokens at
+// once, and granting again does not revive them. A user's token counts only while the grant
 // it was issued under stands and the account is not blocked (PINBlocked or
 // AccountBlocked): revocation, RemoveProperty and blocking all take effect
 // on the next read, because the commands behind them wait for the read
@@ -280,6 +290,12 @@ type tokenRow struct {
 func (s *oauthStore) load(ctx context.Context, sig, kind string) (*tokenRow, error) {
 	if sig == "" {
 		return nil, fosite.ErrNotFound
+	}
+	if r, found, served := s.loadFromMemory(sig); served {
+		if !found || r.kind != kind {
+			return nil, fosite.ErrNotFound
+		}
+		return r, nil
 	}
 	r := &tokenRow{clientRow: &oauthClient{}}
 	c := r.clientRow
@@ -306,6 +322,35 @@ func (s *oauthStore) load(ctx context.Context, sig, kind string) (*tokenRow, err
 	}
 	c.id = r.client
 	return r, nil
+}
+
+// loadFromMemory is load's answer from the in-memory model; served is false
+// when the model cannot answer for sig.
+func (s *oauthStore) loadFromMemory(sig string) (r *tokenRow, found, served bool) {
+	if s.tokens == nil {
+		return nil, false, false
+	}
+	t, found, served := s.tokens.Token(sig)
+	if !served || !found {
+		return nil, false, served
+	}
+	c, ok := s.tokens.Client(t.ClientID)
+	if !ok {
+		return nil, false, false
+	}
+	return &tokenRow{
+		kind: t.Kind, requestID: t.RequestID, grantType: t.GrantType, status: t.Status,
+		client: t.ClientID, clientRow: clientFromMemory(c), account: t.AccountID,
+		requestedScopes: t.RequestedScopes, grantedScopes: t.GrantedScopes,
+		requestedAudience: t.RequestedAudience, grantedAudience: t.GrantedAudience,
+		redirectURI: t.RedirectURI, challenge: t.CodeChallenge, method: t.CodeChallengeMethod,
+		requestedAt: t.RequestedAt, expiresAt: t.ExpiresAt,
+	}, true, true
+}
+
+func clientFromMemory(m projections.OAuthClient) *oauthClient {
+	return &oauthClient{id: m.ID, name: m.Name, redirectURIs: m.RedirectURIs, scopes: m.Scopes, grantTypes: m.GrantTypes,
+		implicit: m.Implicit, public: m.Public, secretHash: m.SecretHash}
 }
 
 // requester rebuilds what fosite stored with a code or token. It hydrates

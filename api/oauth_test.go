@@ -47,6 +47,7 @@ type oauthLedger struct {
 	store  eventstore.Store
 	cmds   *commands.Handler
 	outbox *commands.MemoryOutbox
+	tokens *projections.TokenValidity
 	// secrets collects every token, code and client secret handed out, so
 	// that a test can check none of them is stored anywhere.
 	mu      sync.Mutex
@@ -54,6 +55,10 @@ type oauthLedger struct {
 }
 
 const oauthIssuer = "https://ledger.example"
+
+// oauthTestSecret keys the test servers' codes and tokens; every instance
+// of a test shares it, as instances behind one load balancer do.
+const oauthTestSecret = "a test secret that is long enough to key the HMAC"
 
 // newOAuthLedger runs on the log open returns; nil means the PostgreSQL log.
 func newOAuthLedger(t *testing.T, open func(*testing.T) eventstore.Store) *oauthLedger {
@@ -73,16 +78,19 @@ func newOAuthLedger(t *testing.T, open func(*testing.T) eventstore.Store) *oauth
 	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{}, projections.Enrollment{}, projections.Clients{}, projections.Consents{}, projections.OAuthTokens{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	tokens := projections.NewTokenValidity(pool, store, slog.New(slog.DiscardHandler))
+	tokensDone := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	go func() { defer close(tokensDone); _ = tokens.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; <-tokensDone })
 
 	outbox := commands.NewMemoryOutbox(100)
-	cmds := commands.New(commands.Deps{Store: store, Consistency: runner, Outbox: outbox,
+	cmds := commands.New(commands.Deps{Store: store, Consistency: projections.Consistency{runner, tokens}, Outbox: outbox,
 		PasswordParams: account.PasswordParams{Memory: 1024, Time: 1, Threads: 1}})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := Config{PublicURL: oauthIssuer, OAuthSecret: []byte("a test secret that is long enough to key the HMAC")}
+	cfg := Config{PublicURL: oauthIssuer, OAuthSecret: []byte(oauthTestSecret)}
 	s := New(cfg, Deps{Pool: pool, Logger: log})
-	app := App{Commands: cmds, Pool: pool, Store: store, Runner: runner}
+	app := App{Commands: cmds, Pool: pool, Store: store, Runner: runner, Tokens: tokens}
 	Mount(s, app)
 
 	finish := func(o *oauthProvider) echo.HandlerFunc {
@@ -97,7 +105,9 @@ func newOAuthLedger(t *testing.T, open func(*testing.T) eventstore.Store) *oauth
 
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &oauthLedger{t: t, url: srv.URL, pool: pool, store: store, cmds: cmds, outbox: outbox}
+	l := &oauthLedger{t: t, url: srv.URL, pool: pool, store: store, cmds: cmds, outbox: outbox, tokens: tokens}
+	waitServing(t, tokens)
+	return l
 }
 
 // oauthOnESDB opens the EventStoreDB log (the in-process double) as

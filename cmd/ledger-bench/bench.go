@@ -53,6 +53,10 @@ type Config struct {
 	// IntrospectClients introspect a token over HTTP for Duration (0 skips
 	// the row).
 	IntrospectClients int
+	// ExchangeClients redeem authorization codes with PKCE at the token
+	// endpoint for Duration; ExchangeCodes codes are issued for them first
+	// (0 skips the row).
+	ExchangeClients, ExchangeCodes int
 	// ESDBWriters append single events through the EventStoreDB adapter to
 	// the in-process double of eventstore/esdbtest, one row per count, each
 	// for ESDBDuration after Warmup (0 skips the rows). They measure the
@@ -85,6 +89,8 @@ func DefaultConfig() Config {
 		EnrollAccounts:    400,
 		StepsClients:      32,
 		IntrospectClients: 64,
+		ExchangeClients:   16,
+		ExchangeCodes:     6000,
 		ESDBWriters:       []int{1, 8},
 		ESDBDuration:      3 * time.Second,
 		AuditClients:      4, AuditEvents: 1000, AuditExportEvents: 20_000,
@@ -228,11 +234,11 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 
 	if subErr != nil {
-		writeReport(out, cfg, facts, cells, subs, nil, nil, nil)
+		writeReport(out, cfg, facts, cells, subs, nil, nil, nil, nil)
 		return subErr
 	}
-	var enroll, steps, introspect *enrollResult
-	if cfg.EnrollClients > 0 || cfg.StepsClients > 0 || cfg.IntrospectClients > 0 {
+	var enroll, steps, introspect, exchange *enrollResult
+	if cfg.EnrollClients > 0 || cfg.StepsClients > 0 || cfg.IntrospectClients > 0 || cfg.ExchangeClients > 0 {
 		srv := startBenchServer(ctx, pool, store, logger)
 		defer srv.stop()
 		if cfg.EnrollClients > 0 && cfg.EnrollAccounts > 0 {
@@ -262,6 +268,15 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 			fmt.Fprintf(progress, "introspection, %d clients: %.0f/s, p50 %s, p99 %s\n",
 				r.clients, r.perSecond(), ms(r.lat.percentile(50)), ms(r.lat.percentile(99)))
 		}
+		if cfg.ExchangeClients > 0 && cfg.ExchangeCodes > 0 {
+			r, err := measureCodeExchange(ctx, cfg, srv)
+			if err != nil {
+				return fmt.Errorf("code exchange: %w", err)
+			}
+			exchange = &r
+			fmt.Fprintf(progress, "code exchange, %d clients: %.0f/s, p50 %s, p99 %s\n",
+				r.clients, r.perSecond(), ms(r.lat.percentile(50)), ms(r.lat.percentile(99)))
+		}
 	}
 	audit, err := measureAudit(ctx, cfg, pool, store, logger, progress)
 	if err != nil {
@@ -278,7 +293,7 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 	if len(esdbRows) == 0 {
-		writeReport(out, cfg, facts, cells, subs, enroll, steps, introspect)
+		writeReport(out, cfg, facts, cells, subs, enroll, steps, introspect, exchange)
 		writeAuditReport(out, cfg, audit)
 		writeProjectionsReport(out, cfg, projRows)
 		return nil
@@ -286,7 +301,7 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 	// One blank line between the report and the EventStoreDB rows, whichever
 	// line of the report comes last.
 	var report strings.Builder
-	writeReport(&report, cfg, facts, cells, subs, enroll, steps, introspect)
+	writeReport(&report, cfg, facts, cells, subs, enroll, steps, introspect, exchange)
 	writeAuditReport(&report, cfg, audit)
 	fmt.Fprint(out, strings.TrimRight(report.String(), "\n")+"\n\n")
 	writeESDBReport(out, cfg, esdbRows)

@@ -118,6 +118,7 @@ type benchServer struct {
 	client *http.Client
 	outbox *commands.MemoryOutbox
 	setup  *commands.Handler // cheap password hashing: signing up is not measured
+	codes  *api.CodeIssuer   // authorization codes for the code-exchange row
 	stop   func()
 	// accounts numbers every prepared account, so rows never share one.
 	accounts atomic.Int64
@@ -127,30 +128,39 @@ func startBenchServer(ctx context.Context, pool *pgxpool.Pool, store eventstore.
 	runner := projections.NewRunner(pool, store, logger, nil,
 		projections.Accounts{}, projections.Enrollment{}, projections.Vehicles{}, projections.Steps{},
 		projections.Clients{}, projections.Consents{}, projections.OAuthTokens{})
+	tokens := projections.NewTokenValidity(pool, store, logger)
 	rctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = runner.Run(rctx) })
-	// The projections start from position 0 of a log the throughput rows
-	// filled: let them catch up first, so no row measures that catch-up
-	// (and no command times out waiting for it).
+	wg.Go(func() { _ = tokens.Run(rctx) })
+	// The projections and the token model start from position 0 of a log
+	// the throughput rows filled: let them catch up first, so no row
+	// measures that catch-up (and no command times out waiting for it), and
+	// let the token model answer from memory.
+	consistency := projections.Consistency{runner, tokens}
 	if head, err := store.Head(ctx); err == nil {
 		wctx, stop := context.WithTimeout(ctx, 5*time.Minute)
-		if err := runner.WaitFor(wctx, head); err != nil {
+		if err := consistency.WaitFor(wctx, head); err != nil {
 			logger.Warn("projections did not catch up before the HTTP rows", "error", err)
+		}
+		for !tokens.Serving() && wctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
 		}
 		stop()
 	}
 
 	outbox := commands.NewMemoryOutbox(100_000)
-	h := commands.New(commands.Deps{Store: store, Outbox: outbox, Consistency: runner, Logger: logger})
+	h := commands.New(commands.Deps{Store: store, Outbox: outbox, Consistency: consistency, Logger: logger})
 	server := api.New(api.Config{AdminToken: benchAdminToken}, api.Deps{Pool: pool, Logger: logger})
-	api.Mount(server, api.App{Commands: h, Pool: pool, Store: store, Runner: runner})
+	api.Mount(server, api.App{Commands: h, Pool: pool, Store: store, Runner: runner, Tokens: tokens})
 	srv := httptest.NewServer(server.Handler())
+	codes := api.NewCodeIssuer(server.Config(), api.App{Commands: h, Pool: pool, Store: store, Runner: runner, Tokens: tokens}, logger)
 	return &benchServer{
+		codes:  codes,
 		url:    srv.URL,
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 		outbox: outbox,
-		setup: commands.New(commands.Deps{Store: store, Outbox: outbox, Consistency: runner, Logger: logger,
+		setup: commands.New(commands.Deps{Store: store, Outbox: outbox, Consistency: consistency, Logger: logger,
 			PasswordParams: account.PasswordParams{Memory: 1024, Time: 1, Threads: 1}}),
 		stop: func() { srv.Close(); cancel(); wg.Wait() },
 	}

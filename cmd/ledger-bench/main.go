@@ -60,6 +60,8 @@ func mainErr() error {
 	flag.IntVar(&cfg.SubRate, "sub-rate", cfg.SubRate, "total events/s the subscription latency writers are paced to")
 	flag.IntVar(&cfg.EnrollClients, "enroll-clients", cfg.EnrollClients, "concurrent HTTP clients of the shortcut-enrollment row (0 skips it)")
 	flag.IntVar(&cfg.IntrospectClients, "introspect-clients", cfg.IntrospectClients, "concurrent HTTP clients of the introspection row (0 skips it)")
+	flag.IntVar(&cfg.ExchangeClients, "exchange-clients", cfg.ExchangeClients, "concurrent HTTP clients of the code-exchange row (0 skips it)")
+	flag.IntVar(&cfg.ExchangeCodes, "exchange-codes", cfg.ExchangeCodes, "authorization codes issued for the code-exchange row (the row fails if its clients use them all up)")
 	flag.IntVar(&cfg.StepsClients, "steps-clients", cfg.StepsClients, "concurrent HTTP clients of the steps-by-stepsID row (0 skips it)")
 	flag.IntVar(&cfg.EnrollAccounts, "enroll-accounts", cfg.EnrollAccounts, "accounts prepared for the shortcut-enrollment row")
 	flag.DurationVar(&cfg.ESDBDuration, "esdb-duration", cfg.ESDBDuration, "measured time of each EventStoreDB row: the adapter over the in-process double, not a real server (0 skips them)")

@@ -22,6 +22,9 @@ func TestRun(t *testing.T) {
 	cfg.Writers = []int{1, 2}
 	cfg.SubWriters, cfg.SubRate = 2, 200
 	cfg.EnrollClients, cfg.EnrollAccounts, cfg.StepsClients, cfg.IntrospectClients = 2, 20, 2, 2
+	// Codes to spare: two clients cannot redeem 600 in a quarter of a
+	// second through the log.
+	cfg.ExchangeClients, cfg.ExchangeCodes = 2, 600
 	cfg.ESDBWriters, cfg.ESDBDuration = []int{1, 2}, 200*time.Millisecond
 	cfg.AuditClients, cfg.AuditEvents, cfg.AuditExportEvents = 1, 100, 300
 	cfg.Projections = ProjectionsConfig{RebuildEvents: 2000, LagWriters: 2}
@@ -67,7 +70,7 @@ func TestRun(t *testing.T) {
 	if strings.Count(report, "events delivered") != 2 {
 		t.Errorf("want a delivery line per subscriber:\n%s", report)
 	}
-	for _, want := range []string{"fsync=", "synchronous_commit=", "PostgreSQL 1", "enrollments/s", "pims.subscription.steps by stepsID", "OAuth2 introspection",
+	for _, want := range []string{"fsync=", "synchronous_commit=", "PostgreSQL 1", "enrollments/s", "pims.subscription.steps by stepsID", "OAuth2 introspection", "OAuth2 code exchanges",
 		"Point-in-time consents over HTTP", "History export over HTTP"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)

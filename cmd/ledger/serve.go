@@ -42,6 +42,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	store = eventstore.Instrument(store, eventLogAdapter(cfg), registry)
 	runner := projections.NewRunner(pool, store, logger, registry, allProjections()...)
+	tokens := projections.NewTokenValidity(pool, store, logger)
 	webhooks, err := webhookSender(cfg, pool, logger)
 	if err != nil {
 		return err
@@ -82,11 +83,11 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 	policy := enrollment.DefaultPolicy
 	policy.MaxDevices = cfg.MaxDevices
 	handler := commands.New(commands.Deps{
-		Store: store, Outbox: outboxes, Consistency: runner, Logger: logger, PublicURL: publicURL,
+		Store: store, Outbox: outboxes, Consistency: projections.Consistency{runner, tokens}, Logger: logger, PublicURL: publicURL,
 		Enrollment: policy,
 	})
 	api.Mount(server, api.App{
-		Commands: handler, Pool: pool, Store: store, Runner: runner, DevOutbox: devOutbox,
+		Commands: handler, Pool: pool, Store: store, Runner: runner, DevOutbox: devOutbox, Tokens: tokens,
 		AuditKey: cfg.AuditKey,
 	})
 
@@ -114,6 +115,10 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 		defer wg.Done()
 		errs <- purgeIdempotencyKeys(ctx, server, logger)
 	}()
+	// The token-validity model retries on its own and returns only when ctx
+	// ends; until it answers, OAuth2 reads go to the database.
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = tokens.Run(ctx) }()
 	if webhooks != nil {
 		// Outside the three: it returns only when ctx ends, and what it
 		// has not sent stays queued for the next start.
