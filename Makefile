@@ -26,7 +26,7 @@ ENSURE_POSTGRES ?= .ci/ensure-postgres
 # The database `make run` and `make migrate` use; it is created when missing.
 LEDGER_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/ledger?sslmode=disable
 
-.PHONY: build run migrate database ensure-postgres ensure-chromium test bench fmt vet lint clean
+.PHONY: build run migrate database ensure-postgres ensure-chromium test bench fuzz soak fmt vet lint clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/ledger
@@ -73,6 +73,18 @@ test: ensure-postgres ensure-chromium
 
 bench: ensure-postgres
 	$(GO) run ./cmd/ledger-bench $(BENCHFLAGS)
+
+# Runs each fuzz target for FUZZTIME with FUZZPARALLEL workers. `make test`
+# runs their checked-in seeds (testdata/fuzz) as ordinary tests.
+FUZZTIME     ?= 5m
+FUZZPARALLEL ?= 1
+FUZZ_TARGETS ?= FuzzNormalizeVIN:./domain/vehicle FuzzNormalizePhone:./domain/enrollment \
+	FuzzSDKGateway:./api FuzzOAuthAuthorize:./api FuzzOAuthToken:./api
+fuzz: ensure-postgres
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $${t%%:*} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) -parallel $(FUZZPARALLEL) "$${t#*:}"; \
+	done
 
 # Fails and lists the files when any Go file is not gofmt-formatted.
 # Hidden directories, bin/ and testdata/ are skipped.
