@@ -80,6 +80,14 @@ FUZZTIME     ?= 5m
 FUZZPARALLEL ?= 1
 FUZZ_TARGETS ?= FuzzNormalizeVIN:./domain/vehicle FuzzNormalizePhone:./domain/enrollment \
 	FuzzSDKGateway:./api FuzzOAuthAuthorize:./api FuzzOAuthToken:./api
+# Runs a steady mixed load (sign-ups, enrollments, steps reads, grants,
+# introspections, revocations) against a real server for SOAK_DURATION at
+# SOAK_RATE operations/s; fails on errors or memory growth beyond noise.
+SOAK_DURATION ?= 10m
+SOAK_RATE     ?= 10
+soak: ensure-postgres
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_RATE=$(SOAK_RATE) $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 0 ./cmd/ledger
+
 fuzz: ensure-postgres
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "== $${t%%:*} ($(FUZZTIME))"; \
