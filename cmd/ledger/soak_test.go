@@ -50,10 +50,6 @@ func TestSoak(t *testing.T) {
 	s := newSoak(t, p)
 
 	s.warmUp(4)
-	warm := min(duration/10, 30*time.Second)
-	time.Sleep(warm)
-	startMem := s.memory()
-
 	mix := []struct {
 		weight int
 		op     func()
@@ -64,28 +60,40 @@ func TestSoak(t *testing.T) {
 			wheel = append(wheel, m.op)
 		}
 	}
-	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
-	defer tick.Stop()
-	sem := make(chan struct{}, 64)
-	var wg sync.WaitGroup
+	// Memory is sampled under the load, at the start (after a warm-up)
+	// and at the end, so that both samples see the same work in flight
+	// (argon2id alone holds 64 MiB per password being hashed).
+	began := time.Now()
+	end := began.Add(duration)
 	var late atomic.Int64
-	end := time.Now().Add(duration)
-	for i := 0; time.Now().Before(end); i++ {
-		<-tick.C
-		select {
-		case sem <- struct{}{}:
-		default:
-			late.Add(1) // 64 operations in flight: the server does not keep up
-			continue
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+		defer tick.Stop()
+		sem := make(chan struct{}, 64)
+		var wg sync.WaitGroup
+		for i := 0; time.Now().Before(end); i++ {
+			<-tick.C
+			select {
+			case sem <- struct{}{}:
+			default:
+				late.Add(1) // 64 operations in flight: the server does not keep up
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				wheel[i%len(wheel)]()
+			}()
 		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			wheel[i%len(wheel)]()
-		}()
-	}
-	wg.Wait()
+		wg.Wait()
+	}()
+	time.Sleep(max(min(duration/10, 30*time.Second), 10*time.Second))
+	startMem := s.memory()
+	time.Sleep(time.Until(end.Add(-6 * time.Second)))
 	endMem := s.memory()
+	<-loaded
 
 	report := s.report(duration, rate, startMem, endMem, late.Load())
 	t.Log("\n" + report)
