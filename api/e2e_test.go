@@ -53,9 +53,10 @@ func newLedgerWith(t *testing.T, open storeFactory, configure func(*api.App)) *l
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = pg.Close() })
-		store = pg
+		store = sealed(t, pool, pg)
 	}
-	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{}, projections.Enrollment{}, projections.Vehicles{}, projections.Steps{}, projections.Clients{}, projections.Consents{}, projections.OAuthTokens{})
+	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{}, projections.Enrollment{}, projections.Vehicles{}, projections.Steps{}, projections.Clients{}, projections.Consents{}, projections.OAuthTokens{},
+		projections.Subjects{}, projections.AuditCheckpoints{Every: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()
@@ -67,7 +68,7 @@ func newLedgerWith(t *testing.T, open storeFactory, configure func(*api.App)) *l
 		PasswordParams: account.PasswordParams{Memory: 1024, Time: 1, Threads: 1},
 	})
 	s := api.New(api.Config{Dev: true, AdminToken: adminToken}, api.Deps{Pool: pool})
-	app := api.App{Commands: h, Pool: pool, Store: store, Runner: runner, DevOutbox: outbox}
+	app := api.App{Commands: h, Pool: pool, Store: store, Runner: runner, DevOutbox: outbox, AuditKey: testAuditKey}
 	if configure != nil {
 		configure(&app)
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/ed25519"
 	"net/http"
 	"strings"
 	"sync"
@@ -26,6 +27,9 @@ type App struct {
 	// Authorize is the OAuth2 protocol the consent prompt answers through;
 	// nil serves no prompt.
 	Authorize AuthorizeProtocol
+	// AuditKey signs audit checkpoints (LEDGER_AUDIT_SIGNING_KEY); nil
+	// signs none.
+	AuditKey ed25519.PrivateKey
 }
 
 type handlers struct {
@@ -62,6 +66,8 @@ func Mount(s *Server, app App) {
 		h.mountPrompt()
 	}
 	h.mountPartner(h.mountOAuth())
+	h.mountAudit(h.mountAuditors(admin))
+	h.mountSubjects(user, admin)
 
 	if s.Config().Dev && app.DevOutbox != nil {
 		e.GET("/v1/dev/outbox", h.devOutbox)

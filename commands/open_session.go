@@ -77,7 +77,7 @@ func (h *Handler) checkCredentials(ctx context.Context, rawEmail, password strin
 	if err != nil {
 		return nil, eventstore.Any, err
 	}
-	if !a.Exists() {
+	if !a.Exists() || a.Erased() {
 		account.BurnPasswordCheck(password)
 		return nil, eventstore.Any, account.ErrBadCredentials
 	}

@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -62,6 +63,35 @@ func (o *MemoryOutbox) List(to string) []Message {
 		}
 	}
 	return out
+}
+
+// Forgetter is an outbox that keeps messages and can drop those sent to
+// addresses that were erased.
+type Forgetter interface {
+	Forget(to ...string)
+}
+
+// Forget drops the messages sent to any of the addresses.
+func (o *MemoryOutbox) Forget(to ...string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	kept := o.msgs[:0]
+	for _, m := range o.msgs {
+		if !slices.Contains(to, m.To) {
+			kept = append(kept, m)
+		}
+	}
+	clear(o.msgs[len(kept):])
+	o.msgs = kept
+}
+
+// Forget forwards to every outbox that keeps messages.
+func (os Outboxes) Forget(to ...string) {
+	for _, o := range os {
+		if f, ok := o.(Forgetter); ok {
+			f.Forget(to...)
+		}
+	}
 }
 
 // Outboxes sends every message to each outbox.

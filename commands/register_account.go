@@ -87,7 +87,8 @@ func (h *Handler) reserveEmail(ctx context.Context, email string, id uuid.UUID) 
 	if err != nil {
 		return err
 	}
-	if a.Exists() || h.Clock.Now().Sub(at).Seconds() < staleReservation {
+	// An erased account gives its address back: its owner may sign up again.
+	if !a.Erased() && (a.Exists() || h.Clock.Now().Sub(at).Seconds() < staleReservation) {
 		return account.ErrEmailTaken
 	}
 	_, err = h.appendEvents(ctx, stream, expected, typed{account.TypeEmailReserved, account.EmailReserved{AccountID: id}})

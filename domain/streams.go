@@ -9,4 +9,5 @@ var StreamPrefixes = []string{
 	"enrollment-",        // domain/enrollment
 	"vehicle-", "steps-", // domain/vehicle
 	"client-", "grant-", "oauth-", // domain/consent
+	"auditor-", // domain/audit
 }

@@ -145,16 +145,48 @@ func (s *ESDB) observe(c *esdb.Client, err error) {
 }
 
 // Append writes events to stream if the stream satisfies expected.
+//
+// Each event's chain hashes travel in its metadata (esdbMetadata). To chain
+// the first event to the stream's last one, the adapter reads that event
+// (one backwards read of one event; of the batch's length for Any and
+// StreamExists) and appends with the exact revision it read, so no other
+// writer can slip in between: Any and StreamExists then retry on a
+// conflict, as the PostgreSQL log does.
 func (s *ESDB) Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error) {
 	if len(events) == 0 {
 		return AppendResult{}, fmt.Errorf("%w: append to %q without events", ErrInvalidEvent, stream)
 	}
-	data := make([]esdb.EventData, len(events))
-	for i, e := range events {
+	for _, e := range events {
 		if err := e.Validate(); err != nil {
 			return AppendResult{}, err
 		}
-		md, err := json.Marshal(e.Metadata)
+	}
+	c, err := s.conn()
+	if err != nil {
+		return AppendResult{}, err
+	}
+	for attempt := 0; ; attempt++ {
+		res, err := s.appendOnce(ctx, c, stream, expected, events)
+		if errors.Is(err, errRaced) && attempt < 100 {
+			continue
+		}
+		return res, err
+	}
+}
+
+func (s *ESDB) appendOnce(ctx context.Context, c *esdb.Client, stream string, expected ExpectedRevision, events []EventData) (AppendResult, error) {
+	start, done, err := s.chainStart(ctx, c, stream, expected, events)
+	if err != nil || done != nil {
+		if done != nil {
+			return *done, nil
+		}
+		return AppendResult{}, err
+	}
+	data := make([]esdb.EventData, len(events))
+	prev := start.prev
+	for i, e := range events {
+		h := HashEvent(prev, stream, start.next+uint64(i), e.ID, e.Type, e.Data, e.Metadata)
+		md, err := json.Marshal(esdbMetadata{Metadata: e.Metadata, PrevHash: prev, Hash: h})
 		if err != nil {
 			return AppendResult{}, fmt.Errorf("%w: %s: metadata: %w", ErrInvalidEvent, e.Type, err)
 		}
@@ -165,15 +197,15 @@ func (s *ESDB) Append(ctx context.Context, stream string, expected ExpectedRevis
 			Data:        e.Data,
 			Metadata:    md,
 		}
+		prev = h
 	}
-	c, err := s.conn()
-	if err != nil {
-		return AppendResult{}, err
-	}
-	res, err := c.AppendToStream(ctx, stream, esdb.AppendToStreamOptions{ExpectedRevision: toESDBExpected(expected)}, data...)
+	res, err := c.AppendToStream(ctx, stream, esdb.AppendToStreamOptions{ExpectedRevision: toESDBExpected(start.cond)}, data...)
 	if err != nil {
 		var e *esdb.Error
 		if errors.As(err, &e) && e.Code() == esdb.ErrorCodeWrongExpectedVersion {
+			if expected.IsAny() || expected.IsStreamExists() {
+				return AppendResult{}, errRaced
+			}
 			return AppendResult{}, &WrongExpectedRevisionError{Stream: stream, Expected: expected, Actual: s.actualRevision(ctx, c, stream, e)}
 		}
 		s.observe(c, err)
@@ -188,6 +220,67 @@ func (s *ESDB) Append(ctx context.Context, stream string, expected ExpectedRevis
 		}
 	}
 	return out, nil
+}
+
+// esdbMetadata is the metadata an event carries in EventStoreDB: ours, and
+// its chain hashes.
+type esdbMetadata struct {
+	Metadata
+	PrevHash []byte `json:"prevHash,omitempty"`
+	Hash     []byte `json:"hash,omitempty"`
+}
+
+// chainAt is where an append's chain starts: the hash to link to, the
+// revision of the first new event and the condition the server checks.
+type chainAt struct {
+	prev []byte
+	next uint64
+	cond ExpectedRevision
+}
+
+// chainStart finds where an append chains on. An append with Any or
+// StreamExists whose events already end the stream is a retry: done holds
+// its answer and nothing is written.
+func (s *ESDB) chainStart(ctx context.Context, c *esdb.Client, stream string, expected ExpectedRevision, events []EventData) (at chainAt, done *AppendResult, err error) {
+	if expected.IsNoStream() {
+		return chainAt{cond: NoStream}, nil, nil
+	}
+	if rev, ok := expected.Revision(); ok {
+		evs, err := s.readStream(ctx, c, stream, ReadStreamOptions{Direction: Backwards, From: rev, Max: 1})
+		if err != nil {
+			s.observe(c, err)
+			return at, nil, fmt.Errorf("eventstore: append to %q: %w", stream, err)
+		}
+		at = chainAt{next: rev + 1, cond: expected}
+		if len(evs) == 1 && evs[0].Revision == rev {
+			at.prev = evs[0].Hash
+		}
+		return at, nil, nil // a stream that does not reach rev: the server refuses
+	}
+	tail, err := s.readStream(ctx, c, stream, ReadStreamOptions{Direction: Backwards, FromEnd: true, Max: len(events)})
+	if err != nil {
+		s.observe(c, err)
+		return at, nil, fmt.Errorf("eventstore: append to %q: %w", stream, err)
+	}
+	if len(tail) == 0 {
+		if expected.IsStreamExists() {
+			return at, nil, &WrongExpectedRevisionError{Stream: stream, Expected: expected, Actual: -1}
+		}
+		return chainAt{cond: NoStream}, nil, nil
+	}
+	if len(tail) == len(events) {
+		retry := true
+		for i, e := range events {
+			if tail[len(tail)-1-i].ID != e.ID {
+				retry = false
+				break
+			}
+		}
+		if retry {
+			return at, &AppendResult{NextRevision: tail[0].Revision, Position: tail[0].Position}, nil
+		}
+	}
+	return chainAt{prev: tail[0].Hash, next: tail[0].Revision + 1, cond: Exact(tail[0].Revision)}, nil, nil
 }
 
 func toESDBExpected(e ExpectedRevision) esdb.ExpectedRevision {
@@ -475,7 +568,7 @@ func (s *ESDB) Close() error {
 // fromESDB converts a recorded event. Metadata that is not ours (not JSON
 // of Metadata) is an error rather than silently empty.
 func fromESDB(r *esdb.RecordedEvent) (RecordedEvent, error) {
-	var md Metadata
+	var md esdbMetadata
 	if len(r.UserMetadata) > 0 {
 		if err := json.Unmarshal(r.UserMetadata, &md); err != nil {
 			return RecordedEvent{}, fmt.Errorf("eventstore: event %s (%q revision %d): metadata: %w", r.EventID, r.StreamID, r.EventNumber, err)
@@ -492,7 +585,9 @@ func fromESDB(r *esdb.RecordedEvent) (RecordedEvent, error) {
 		Position: pos,
 		Type:     r.EventType,
 		Data:     json.RawMessage(r.Data),
-		Metadata: md,
+		Metadata: md.Metadata,
+		PrevHash: md.PrevHash,
+		Hash:     md.Hash,
 	}, nil
 }
 

@@ -184,6 +184,10 @@ type RecordedEvent struct {
 	Type     string          `json:"type"`
 	Data     json.RawMessage `json:"data"`
 	Metadata Metadata        `json:"metadata"`
+	// PrevHash is the Hash of the event before this one in its stream
+	// (empty for revision 0); Hash chains this event to it (see chain.go).
+	PrevHash []byte `json:"prevHash,omitempty"`
+	Hash     []byte `json:"hash,omitempty"`
 }
 
 // AppendResult tells where the last appended event stands.

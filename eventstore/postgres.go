@@ -86,25 +86,63 @@ func (p *Postgres) Close() error {
 // Ping checks the database answers.
 func (p *Postgres) Ping(ctx context.Context) error { return p.pool.Ping(ctx) }
 
-const appendSQL = `
-WITH cur AS (
-    SELECT coalesce((SELECT revision FROM events WHERE stream_id = $1 ORDER BY revision DESC LIMIT 1), -1) AS rev
-), ins AS (
-    INSERT INTO events (stream_id, revision, event_id, type, data, metadata)
-    SELECT $1, cur.rev + e.ord, e.id, e.type, e.data, e.meta
-    FROM cur, unnest($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS e(id, type, data, meta, ord)
+// The chain hash of each event (chain.go) is computed inside the append
+// statement, where the stream's last hash and the data as jsonb stores it
+// are at hand. The parts that do not depend on them come as parameters,
+// already encoded: $8 lp(version), $9 lp(stream), $10 lp(id) || lp(type)
+// per event, $11 lp(SHA-256 of the metadata fields) per event. Only the
+// SHA-256 of the stored data text and the link to the previous hash are
+// computed by the server.
+const (
+	appendCur = `
+cur AS MATERIALIZED (
+    SELECT coalesce(last.revision, -1) AS rev, coalesce(last.hash, ''::bytea) AS hash
+    FROM (SELECT 1) one
+    LEFT JOIN LATERAL (SELECT revision, hash FROM events WHERE stream_id = $1 ORDER BY revision DESC LIMIT 1) last ON true
+)`
+	appendCondition = `
     WHERE CASE $6::text
         WHEN 'any' THEN true
         WHEN 'no_stream' THEN cur.rev = -1
         WHEN 'exists' THEN cur.rev >= 0
         ELSE cur.rev = $7::bigint
-    END
-    ORDER BY e.ord
+    END`
+	appendResult = `
     RETURNING position, revision, tx_id
 )
 SELECT (SELECT rev FROM cur), count(*), coalesce(max(revision), -1), coalesce(max(position), 0),
        coalesce(max(tx_id::text::bigint), 0)
 FROM ins`
+
+	// appendOneSQL appends one event: the common case, without recursion.
+	appendOneSQL = `WITH` + appendCur + `, ins AS (
+    INSERT INTO events (stream_id, revision, event_id, type, data, metadata, prev_hash, hash)
+    SELECT $1, cur.rev + 1, ($2::uuid[])[1], ($3::text[])[1], ($4::jsonb[])[1], ($5::jsonb[])[1], cur.hash,
+           sha256($8::bytea || int4send(length(cur.hash)) || cur.hash || $9::bytea || int8send(cur.rev + 1)
+                  || ($10::bytea[])[1] || '\x00000020'::bytea || sha256(convert_to((($4::jsonb[])[1])::text, 'UTF8'))
+                  || ($11::bytea[])[1])
+    FROM cur` + appendCondition + appendResult
+
+	// appendManySQL chains the events of a batch one after the other.
+	appendManySQL = `
+WITH RECURSIVE` + appendCur + `, ev AS MATERIALIZED (
+    SELECT e.ord, e.id, e.type, e.data, e.meta, cur.rev + e.ord AS revision, e.tail, e.metahash
+    FROM cur, unnest($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $10::bytea[], $11::bytea[])
+        WITH ORDINALITY AS e(id, type, data, meta, tail, metahash, ord)
+), chain AS (
+    SELECT 0::bigint AS ord, cur.hash FROM cur
+    UNION ALL
+    SELECT ev.ord, sha256($8::bytea || int4send(length(chain.hash)) || chain.hash || $9::bytea || int8send(ev.revision)
+                          || ev.tail || '\x00000020'::bytea || sha256(convert_to(ev.data::text, 'UTF8')) || ev.metahash)
+    FROM chain JOIN ev ON ev.ord = chain.ord + 1
+), ins AS (
+    INSERT INTO events (stream_id, revision, event_id, type, data, metadata, prev_hash, hash)
+    SELECT $1, ev.revision, ev.id, ev.type, ev.data, ev.meta, p.hash, c.hash
+    FROM cur, ev
+    JOIN chain c ON c.ord = ev.ord
+    JOIN chain p ON p.ord = ev.ord - 1` + appendCondition + `
+    ORDER BY ev.ord` + appendResult
+)
 
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
@@ -159,7 +197,11 @@ var errRaced = errors.New("raced")
 
 func (p *Postgres) appendOnce(ctx context.Context, q querier, stream string, expected ExpectedRevision, events []EventData, args []any) (AppendResult, error) {
 	var current, count, lastRev, lastPos, txID int64
-	err := q.QueryRow(ctx, appendSQL, args...).Scan(&current, &count, &lastRev, &lastPos, &txID)
+	sql := appendManySQL
+	if len(events) == 1 {
+		sql = appendOneSQL
+	}
+	err := q.QueryRow(ctx, sql, args...).Scan(&current, &count, &lastRev, &lastPos, &txID)
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.As(err, &pgErr) && pgErr.Code == "23505":
@@ -262,6 +304,8 @@ func appendArgs(stream string, expected ExpectedRevision, events []EventData) ([
 	types := make([]string, len(events))
 	data := make([]string, len(events))
 	meta := make([]string, len(events))
+	tails := make([][]byte, len(events))
+	metaHashes := make([][]byte, len(events))
 	for i, e := range events {
 		if err := e.Validate(); err != nil {
 			return nil, err
@@ -271,6 +315,7 @@ func appendArgs(stream string, expected ExpectedRevision, events []EventData) ([
 			return nil, fmt.Errorf("%w: metadata: %v", ErrInvalidEvent, err)
 		}
 		ids[i], types[i], data[i], meta[i] = pgtype.UUID{Bytes: e.ID, Valid: true}, e.Type, string(e.Data), string(m)
+		tails[i], metaHashes[i] = chainIDType(e.ID, e.Type), chainMetadata(e.Metadata)
 	}
 	kind, rev := "any", int64(0)
 	switch {
@@ -283,10 +328,10 @@ func appendArgs(stream string, expected ExpectedRevision, events []EventData) ([
 			kind, rev = "exact", int64(r)
 		}
 	}
-	return []any{stream, ids, types, data, meta, kind, rev}, nil
+	return []any{stream, ids, types, data, meta, kind, rev, chainHead, lp(nil, []byte(stream)), tails, metaHashes}, nil
 }
 
-const selectEvent = `SELECT event_id, stream_id, revision, position, tx_id::text::bigint, type, data, metadata FROM events `
+const selectEvent = `SELECT event_id, stream_id, revision, position, tx_id::text::bigint, type, data, metadata, prev_hash, hash FROM events `
 
 // ReadStream implements Store. Stream reads see every committed event: they
 // serve command decisions, not tailing.
@@ -349,7 +394,7 @@ func (p *Postgres) query(ctx context.Context, q querier, sql string, args ...any
 		var e RecordedEvent
 		var rev, pos, tx int64
 		var meta []byte
-		if err := rows.Scan(&e.ID, &e.StreamID, &rev, &pos, &tx, &e.Type, &e.Data, &meta); err != nil {
+		if err := rows.Scan(&e.ID, &e.StreamID, &rev, &pos, &tx, &e.Type, &e.Data, &meta, &e.PrevHash, &e.Hash); err != nil {
 			return nil, fmt.Errorf("read events: %w", err)
 		}
 		if err := json.Unmarshal(meta, &e.Metadata); err != nil {

@@ -19,7 +19,7 @@ func (Accounts) Tables() []string { return []string{"accounts"} }
 
 func (Accounts) Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEvent) error {
 	switch ev.Type {
-	case account.TypeRegistered, account.TypeActivated, account.TypeProvisioned, account.TypeNoticeGiven:
+	case account.TypeRegistered, account.TypeActivated, account.TypeProvisioned, account.TypeNoticeGiven, account.TypeErased:
 	default:
 		return nil
 	}
@@ -32,7 +32,7 @@ func (Accounts) Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEven
 	case *account.Registered:
 		_, err = tx.Exec(ctx, `
 			INSERT INTO accounts (account_id, email, status, created_at, updated_at)
-			VALUES ($1, $2, 'pending_activation', $3, $3)`, e.AccountID, e.Email, at)
+			VALUES ($1, NULLIF($2, ''), 'pending_activation', $3, $3)`, e.AccountID, e.Email, at)
 	case *account.Activated:
 		var tag interface{ RowsAffected() int64 }
 		tag, err = tx.Exec(ctx, `
@@ -44,6 +44,10 @@ func (Accounts) Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEven
 	case *account.Provisioned:
 		_, err = tx.Exec(ctx, `UPDATE accounts SET provisioned_by = $2, notice_pending = true, updated_at = $3
 			WHERE account_id = $1`, e.AccountID, e.ClientID, at)
+	case *account.Erased:
+		// The address goes; the row stays, so the account's id keeps
+		// answering "erased" rather than "unknown".
+		_, err = tx.Exec(ctx, `UPDATE accounts SET email = NULL, status = 'erased', updated_at = $2 WHERE account_id = $1`, e.AccountID, at)
 	case *account.NoticeGiven:
 		_, err = tx.Exec(ctx, `UPDATE accounts SET notice_pending = false, updated_at = $2 WHERE account_id = $1`, e.AccountID, at)
 	}

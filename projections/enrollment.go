@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/consentledger/ledger/domain/account"
 	"github.com/consentledger/ledger/domain/enrollment"
 	"github.com/consentledger/ledger/eventstore"
 )
@@ -19,6 +20,12 @@ func (Enrollment) Name() string     { return "enrollment" }
 func (Enrollment) Tables() []string { return []string{"enrollment_accounts", "enrollment_devices"} }
 
 func (Enrollment) Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEvent) error {
+	if ev.Type == account.TypeErased {
+		// The trusted phone goes with the account's other personal data.
+		_, err := tx.Exec(ctx, `UPDATE enrollment_accounts SET phone_number = NULL, updated_at = $2 WHERE account_id = $1`,
+			strings.TrimPrefix(ev.StreamID, "account-"), ev.Metadata.OccurredAt)
+		return err
+	}
 	if !strings.HasPrefix(ev.Type, "enrollment.") {
 		return nil
 	}
@@ -44,9 +51,9 @@ func (Enrollment) Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEv
 	}
 	switch e := payload.(type) {
 	case *enrollment.PhoneRegistered:
-		return upsert(`phone_number = $3`, e.Phone)
+		return upsert(`phone_number = NULLIF($3, '')`, e.Phone)
 	case *enrollment.PhoneModified:
-		return upsert(`phone_number = $3`, e.Phone)
+		return upsert(`phone_number = NULLIF($3, '')`, e.Phone)
 	case *enrollment.PinSet:
 		return upsert(`pin_set = true`)
 	case *enrollment.Blocked:

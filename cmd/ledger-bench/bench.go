@@ -60,6 +60,10 @@ type Config struct {
 	// none can be assumed where the benchmark runs.
 	ESDBWriters  []int
 	ESDBDuration time.Duration
+	// AuditClients ask point-in-time consents of a subject of AuditEvents
+	// events; one auditor exports a subject of AuditExportEvents (0 skips
+	// the auditor rows).
+	AuditClients, AuditEvents, AuditExportEvents int
 	// Progress receives a line per finished cell (nil: nowhere), so a long
 	// run is visibly alive and its details (raw latencies) are not lost.
 	Progress io.Writer
@@ -81,6 +85,7 @@ func DefaultConfig() Config {
 		IntrospectClients: 64,
 		ESDBWriters:       []int{1, 8},
 		ESDBDuration:      3 * time.Second,
+		AuditClients:      4, AuditEvents: 1000, AuditExportEvents: 20_000,
 	}
 }
 
@@ -250,6 +255,10 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 				r.clients, r.perSecond(), ms(r.lat.percentile(50)), ms(r.lat.percentile(99)))
 		}
 	}
+	audit, err := measureAudit(ctx, cfg, pool, store, logger, progress)
+	if err != nil {
+		return fmt.Errorf("auditor rows: %w", err)
+	}
 	// Last, so that the double's memory (it keeps every event) weighs on
 	// no measurement of the PostgreSQL log.
 	esdbRows, err := measureESDB(ctx, cfg, logger, progress)
@@ -258,12 +267,14 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	if len(esdbRows) == 0 {
 		writeReport(out, cfg, facts, cells, subs, enroll, steps, introspect)
+		writeAuditReport(out, cfg, audit)
 		return nil
 	}
 	// One blank line between the report and the EventStoreDB rows, whichever
 	// line of the report comes last.
 	var report strings.Builder
 	writeReport(&report, cfg, facts, cells, subs, enroll, steps, introspect)
+	writeAuditReport(&report, cfg, audit)
 	fmt.Fprint(out, strings.TrimRight(report.String(), "\n")+"\n\n")
 	writeESDBReport(out, cfg, esdbRows)
 	return nil

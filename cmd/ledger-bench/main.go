@@ -64,6 +64,7 @@ func mainErr() error {
 	flag.IntVar(&cfg.EnrollAccounts, "enroll-accounts", cfg.EnrollAccounts, "accounts prepared for the shortcut-enrollment row")
 	flag.DurationVar(&cfg.ESDBDuration, "esdb-duration", cfg.ESDBDuration, "measured time of each EventStoreDB row: the adapter over the in-process double, not a real server (0 skips them)")
 	flag.StringVar(&esdbWriters, "esdb-writers", esdbWriters, "comma-separated writer counts of the EventStoreDB rows")
+	flag.IntVar(&cfg.AuditClients, "audit-clients", cfg.AuditClients, "concurrent auditors of the point-in-time row (0 skips the auditor rows)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file")
 	flag.Parse()
 	if flag.NArg() > 0 {

@@ -23,6 +23,7 @@ func TestRun(t *testing.T) {
 	cfg.SubWriters, cfg.SubRate = 2, 200
 	cfg.EnrollClients, cfg.EnrollAccounts, cfg.StepsClients, cfg.IntrospectClients = 2, 20, 2, 2
 	cfg.ESDBWriters, cfg.ESDBDuration = []int{1, 2}, 200*time.Millisecond
+	cfg.AuditClients, cfg.AuditEvents, cfg.AuditExportEvents = 1, 100, 300
 	var progress bytes.Buffer
 	cfg.Progress = &progress
 
@@ -65,7 +66,8 @@ func TestRun(t *testing.T) {
 	if strings.Count(report, "events delivered") != 2 {
 		t.Errorf("want a delivery line per subscriber:\n%s", report)
 	}
-	for _, want := range []string{"fsync=", "synchronous_commit=", "PostgreSQL 1", "enrollments/s", "pims.subscription.steps by stepsID", "OAuth2 introspection"} {
+	for _, want := range []string{"fsync=", "synchronous_commit=", "PostgreSQL 1", "enrollments/s", "pims.subscription.steps by stepsID", "OAuth2 introspection",
+		"Point-in-time consents over HTTP", "History export over HTTP"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)
 		}

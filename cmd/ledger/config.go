@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
@@ -24,6 +25,8 @@ type config struct {
 	OutboxWebhookToken string
 	OAuthSecret        []byte
 	LogLevel           slog.Level
+	AuditKey           ed25519.PrivateKey // see auditSigningKey
+	AuditKeyRandom     bool
 }
 
 const defaultDatabaseURL = "postgres://postgres:postgres@127.0.0.1:5432/ledger?sslmode=disable"

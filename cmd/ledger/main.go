@@ -22,6 +22,8 @@ commands:
   projections list                       show each projection's position, state and error
   projections rebuild [NAME...|--all]    rebuild read models from the event log
   eventstore copy --to esdb://…          copy the event log into EventStoreDB, in order (resumable)
+  audit export --account ID [--out FILE] write an account's signed audit bundle
+  audit verify [--public-key K] FILE     check a bundle offline; exit 0 only when valid
 
 configuration comes from LEDGER_* environment variables (see README.md).
 `
@@ -33,7 +35,7 @@ func main() {
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintln(os.Stderr, "ledger:", err)
 		}
-		os.Exit(2)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -46,6 +48,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errUsage
 		}
 		return nil
+	}
+	if len(args) >= 2 && args[0] == "audit" && args[1] == "verify" {
+		return auditVerify(args[2:], stdout, stderr) // offline: no configuration
 	}
 	cfg, err := loadConfig()
 	if err != nil {
@@ -69,6 +74,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "eventstore":
 		if len(args) >= 2 && args[1] == "copy" {
 			return eventstoreCopy(ctx, cfg, logger, args[2:], stdout, stderr)
+		}
+	case "audit":
+		if len(args) >= 2 && args[1] == "export" {
+			return auditExport(ctx, cfg, logger, args[2:], stdout, stderr)
 		}
 	}
 	fmt.Fprint(stderr, usage)

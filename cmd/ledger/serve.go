@@ -27,6 +27,9 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 	if err := cfg.adminToken(); err != nil {
 		return err
 	}
+	if err := cfg.auditSigningKey(); err != nil {
+		return err
+	}
 	pool, store, err := open(ctx, cfg, logger)
 	if err != nil {
 		return err
@@ -82,11 +85,15 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 	})
 	api.Mount(server, api.App{
 		Commands: handler, Pool: pool, Store: store, Runner: runner, DevOutbox: devOutbox,
+		AuditKey: cfg.AuditKey,
 	})
 
 	fmt.Fprintf(out, "Consent Ledger serving on %s\n", publicURL)
 	if cfg.AdminTokenRandom {
 		fmt.Fprintf(out, "dev admin token (generated, set LEDGER_ADMIN_TOKEN to choose one): %s\n", cfg.AdminToken)
+	}
+	if cfg.AuditKeyRandom {
+		fmt.Fprintf(out, "dev audit signing key (generated, set LEDGER_AUDIT_SIGNING_KEY to keep one), public key: %s\n", cfg.auditPublicKey())
 	}
 	if cfg.EventStoreURL != "" {
 		fmt.Fprintln(out, "event log: EventStoreDB")

@@ -26,6 +26,8 @@ func allProjections() []projections.Projection {
 		projections.Consents{},
 		projections.Webhooks{},
 		projections.OAuthTokens{},
+		projections.Subjects{},
+		auditCheckpoints(),
 	}
 }
 
@@ -78,7 +80,13 @@ func open(ctx context.Context, cfg config, logger *slog.Logger) (*pgxpool.Pool, 
 		pool.Close()
 		return nil, nil, err
 	}
-	return pool, store, nil
+	sealed, err := sealStore(cfg, pool, store)
+	if err != nil {
+		_ = store.Close()
+		pool.Close()
+		return nil, nil, err
+	}
+	return pool, sealed, nil
 }
 
 func migrate(ctx context.Context, cfg config, out io.Writer) error {

@@ -114,6 +114,7 @@ type Account struct {
 	lockedUntil          time.Time
 	provisionedBy        uuid.UUID
 	noticeGiven          bool
+	erased               bool
 }
 
 // Apply folds one event into the state.
@@ -130,6 +131,8 @@ func (a *Account) Apply(event any) {
 		a.provisionedBy = e.ClientID
 	case *NoticeGiven:
 		a.noticeGiven = true
+	case *Erased:
+		a.erased, a.email = true, ""
 	case *SignInFailed:
 		a.failuresInRow = e.FailuresInRow
 		if e.LockedUntil != nil {
@@ -142,6 +145,7 @@ func (a *Account) Exists() bool           { return a.id != uuid.Nil }
 func (a *Account) ID() uuid.UUID          { return a.id }
 func (a *Account) Email() string          { return a.email }
 func (a *Account) Activated() bool        { return a.activated }
+func (a *Account) Erased() bool           { return a.erased }
 func (a *Account) PasswordHash() string   { return a.passwordHash }
 func (a *Account) LockedUntil() time.Time { return a.lockedUntil }
 
@@ -243,3 +247,18 @@ func (s *Session) Close(reason string) *SessionClosed {
 func (s *Session) ID() uuid.UUID        { return s.id }
 func (s *Session) AccountID() uuid.UUID { return s.accountID }
 func (s *Session) DeviceID() string     { return s.deviceID }
+
+// ErrUnknownAccount: no account has this id.
+var ErrUnknownAccount = domain.New(domain.KindNotFound, "unknown_account", "no account has this id")
+
+// Erase decides the erasure of the account's personal data; nothing when it
+// is already erased (erasure is idempotent).
+func (a *Account) Erase() ([]any, error) {
+	if !a.Exists() {
+		return nil, ErrUnknownAccount
+	}
+	if a.erased {
+		return nil, nil
+	}
+	return []any{&Erased{AccountID: a.id}}, nil
+}

@@ -30,6 +30,7 @@ const (
 	TypeSessionClosed = "account.session-closed.v1"
 	TypeProvisioned   = "account.provisioned-by-partner.v1"
 	TypeNoticeGiven   = "account.partner-notice-given.v1"
+	TypeErased        = "account.erased.v1"
 )
 
 // Stream names.
@@ -113,6 +114,13 @@ type NoticeGiven struct {
 	ClientID  uuid.UUID `json:"clientId"`
 }
 
+// Erased: the account's personal data was erased (GDPR Art. 17) by
+// destroying its data key. The event itself holds none: who asked and why
+// is in its metadata (the actor), the facts before it stay in the log.
+type Erased struct {
+	AccountID uuid.UUID `json:"accountId"`
+}
+
 // Decode turns a stored event of this area into its payload. The table is
 // explicit so that renaming a Go type never changes what is stored.
 func Decode(eventType string, data []byte) (any, error) {
@@ -136,6 +144,8 @@ func Decode(eventType string, data []byte) (any, error) {
 		v = &Provisioned{}
 	case TypeNoticeGiven:
 		v = &NoticeGiven{}
+	case TypeErased:
+		v = &Erased{}
 	default:
 		return nil, fmt.Errorf("account: unknown event type %q", eventType)
 	}
@@ -169,6 +179,8 @@ func TypeOf(payload any) string {
 		return TypeProvisioned
 	case *NoticeGiven:
 		return TypeNoticeGiven
+	case *Erased:
+		return TypeErased
 	}
 	panic(fmt.Sprintf("account: no type name for %T", payload))
 }

@@ -55,6 +55,7 @@ func Run(t *testing.T, cfg Config) {
 		{"Head", head},
 		{"LateCommitDeliveredOnceInOrder", lateCommit},
 	}
+	cases = append(cases, chainCases...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, cfg) })
 	}

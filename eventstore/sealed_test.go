@@ -1,0 +1,122 @@
+package eventstore_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/consentledger/ledger/eventstore"
+	"github.com/consentledger/ledger/migrations/dbtest"
+)
+
+// personal marks "email" of "t.person.v1" as personal data of "accountId".
+type personal struct{}
+
+func (personal) Fields(t string) []string {
+	if t == "t.person.v1" {
+		return []string{"email"}
+	}
+	return nil
+}
+
+func (personal) Subject(_ string, data json.RawMessage) (uuid.UUID, bool) {
+	var p struct {
+		AccountID uuid.UUID `json:"accountId"`
+	}
+	return p.AccountID, json.Unmarshal(data, &p) == nil && p.AccountID != uuid.Nil
+}
+
+func TestSealedLogStoresPersonalDataEncryptedAndShredsIt(t *testing.T) {
+	ctx := context.Background()
+	pool := dbtest.Pool(t)
+	inner, err := eventstore.OpenPostgres(ctx, pool, eventstore.PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inner.Close() })
+	master := make([]byte, 32)
+	keys, err := eventstore.NewKeyring(pool, master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := eventstore.Seal(inner, keys, personal{})
+	alice, bob := uuid.New(), uuid.New()
+	ev := func(id uuid.UUID, email string) eventstore.EventData {
+		data, _ := json.Marshal(map[string]any{"accountId": id, "email": email, "plan": "basic"})
+		return eventstore.EventData{ID: uuid.New(), Type: "t.person.v1", Data: data, Metadata: eventstore.Metadata{OccurredAt: time.Now()}}
+	}
+	if _, err := s.Append(ctx, "person-a", eventstore.NoStream, ev(alice, "alice@example.com")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, "person-b", eventstore.NoStream, ev(bob, "bob@example.com")); err != nil {
+		t.Fatal(err)
+	}
+
+	var stored string
+	if err := pool.QueryRow(ctx, `SELECT string_agg(data::text, ' ') FROM events`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(stored, "@example.com") || !strings.Contains(stored, "pii:v1:") {
+		t.Fatalf("stored in clear: %s", stored)
+	}
+	read := func(stream string) map[string]any {
+		t.Helper()
+		evs, err := s.ReadStream(ctx, stream, eventstore.ReadStreamOptions{})
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("read %s: %v %v", stream, evs, err)
+		}
+		var m map[string]any
+		_ = json.Unmarshal(evs[0].Data, &m)
+		return m
+	}
+	if m := read("person-a"); m["email"] != "alice@example.com" || m["plan"] != "basic" {
+		t.Fatalf("opened: %v", m)
+	}
+	raw, _ := inner.ReadStream(ctx, "person-a", eventstore.ReadStreamOptions{})
+	if strings.Contains(string(raw[0].Data), "alice") {
+		t.Fatal("the inner store returned clear data")
+	}
+
+	if err := keys.Destroy(ctx, alice); err != nil {
+		t.Fatal(err)
+	}
+	if m := read("person-a"); m["email"] != nil || m["plan"] != "basic" || m["accountId"] != alice.String() {
+		t.Fatalf("after erasure: %v", m)
+	}
+	if m := read("person-b"); m["email"] != "bob@example.com" {
+		t.Fatalf("bob's data went with alice's key: %v", m)
+	}
+	// A fresh keyring (another process) reads the same: the key is gone
+	// from the table, not only from the cache.
+	other, _ := eventstore.NewKeyring(pool, master)
+	all, err := eventstore.Seal(inner, other, personal{}).ReadAll(ctx, eventstore.Start, 10)
+	if err != nil || len(all) != 2 || strings.Contains(string(all[0].Data), "alice") || !strings.Contains(string(all[1].Data), "bob@") {
+		t.Fatalf("another keyring: %v %v", all, err)
+	}
+	if _, err := s.Append(ctx, "person-a", eventstore.Any, ev(alice, "alice@example.com")); !errors.Is(err, eventstore.ErrSubjectErased) {
+		t.Fatalf("writing for an erased subject: %v", err)
+	}
+	// A sealed value copied into another subject's event does not open.
+	var tampered string
+	_ = pool.QueryRow(ctx, `SELECT data->>'email' FROM events WHERE stream_id = 'person-b'`).Scan(&tampered)
+	carol := uuid.New()
+	if _, err := s.Append(ctx, "person-c0", eventstore.NoStream, ev(carol, "carol@example.com")); err != nil {
+		t.Fatal(err)
+	}
+	copied, _ := json.Marshal(map[string]any{"accountId": carol, "email": tampered})
+	if _, err := inner.Append(ctx, "person-c", eventstore.NoStream, eventstore.EventData{ID: uuid.New(), Type: "t.person.v1", Data: copied}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReadStream(ctx, "person-c", eventstore.ReadStreamOptions{}); err == nil {
+		t.Fatal("a value sealed for bob opened as carol's")
+	}
+	wrong, _ := eventstore.NewKeyring(pool, append(make([]byte, 31), 1))
+	if _, err := eventstore.Seal(inner, wrong, personal{}).ReadStream(ctx, "person-b", eventstore.ReadStreamOptions{}); err == nil {
+		t.Fatal("a wrong master key opened bob's key")
+	}
+}
