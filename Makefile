@@ -79,7 +79,7 @@ bench: ensure-postgres
 FUZZTIME     ?= 5m
 FUZZPARALLEL ?= 1
 FUZZ_TARGETS ?= FuzzNormalizeVIN:./domain/vehicle FuzzNormalizePhone:./domain/enrollment \
-	FuzzSDKGateway:./api FuzzOAuthAuthorize:./api FuzzOAuthToken:./api
+	FuzzSDKGateway:./api FuzzOAuthAuthorize:./api FuzzOAuthToken:./api FuzzReadBundle:./domain/audit
 # Runs a steady mixed load (sign-ups, enrollments, steps reads, grants,
 # introspections, revocations) against a real server for SOAK_DURATION at
 # SOAK_RATE operations/s; fails on errors or memory growth beyond noise.
