@@ -26,7 +26,7 @@ ENSURE_POSTGRES ?= .ci/ensure-postgres
 # The database `make run` and `make migrate` use; it is created when missing.
 LEDGER_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/ledger?sslmode=disable
 
-.PHONY: build run migrate database ensure-postgres ensure-chromium test bench fmt vet lint clean
+.PHONY: build run migrate database ensure-postgres ensure-chromium test bench fuzz soak fmt vet lint clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/ledger
@@ -73,6 +73,26 @@ test: ensure-postgres ensure-chromium
 
 bench: ensure-postgres
 	$(GO) run ./cmd/ledger-bench $(BENCHFLAGS)
+
+# Runs each fuzz target for FUZZTIME with FUZZPARALLEL workers. `make test`
+# runs their checked-in seeds (testdata/fuzz) as ordinary tests.
+FUZZTIME     ?= 5m
+FUZZPARALLEL ?= 1
+FUZZ_TARGETS ?= FuzzNormalizeVIN:./domain/vehicle FuzzNormalizePhone:./domain/enrollment \
+	FuzzSDKGateway:./api FuzzOAuthAuthorize:./api FuzzOAuthToken:./api FuzzReadBundle:./domain/audit
+# Runs a steady mixed load (sign-ups, enrollments, steps reads, grants,
+# introspections, revocations) against a real server for SOAK_DURATION at
+# SOAK_RATE operations/s; fails on errors or memory growth beyond noise.
+SOAK_DURATION ?= 10m
+SOAK_RATE     ?= 10
+soak: ensure-postgres
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_RATE=$(SOAK_RATE) $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 0 ./cmd/ledger
+
+fuzz: ensure-postgres
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $${t%%:*} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) -parallel $(FUZZPARALLEL) "$${t#*:}"; \
+	done
 
 # Fails and lists the files when any Go file is not gofmt-formatted.
 # Hidden directories, bin/ and testdata/ are skipped.

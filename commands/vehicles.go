@@ -108,6 +108,9 @@ func (h *Handler) MintSteps(ctx context.Context, account uuid.UUID, device, vin 
 	return minted.StepsID, nil
 }
 
+// existingSteps returns the steps id minted on stream, if any, once the
+// read models include it: the request that minted it may still be waiting
+// for them, and this caller's next query must find the steps all the same.
 func (h *Handler) existingSteps(ctx context.Context, stream string) (int64, error) {
 	evs, err := h.Store.ReadStream(ctx, stream, eventstore.ReadStreamOptions{Max: 1})
 	if err != nil || len(evs) == 0 {
@@ -117,6 +120,7 @@ func (h *Handler) existingSteps(ctx context.Context, stream string) (int64, erro
 	if err != nil {
 		return 0, err
 	}
+	h.settle(ctx, evs[0].Position)
 	return p.(*vehicle.StepsMinted).StepsID, nil
 }
 

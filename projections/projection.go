@@ -140,7 +140,7 @@ func applyBatch(ctx context.Context, tx pgx.Tx, p Projection, from eventstore.Po
 		if !cp.Less(ev.Position) {
 			continue // already in the read model
 		}
-		if err := p.Apply(ctx, tx, ev); err != nil {
+		if err := applySafely(ctx, tx, p, ev); err != nil {
 			return c.pos, false, &ApplyError{Projection: p.Name(), Event: ev, Err: err}
 		}
 		cp, last = ev.Position, ev.Metadata.OccurredAt
@@ -189,4 +189,17 @@ func (w *rateWindow) observe(now time.Time, applied int64) float64 {
 		return 0
 	}
 	return float64(applied-first.applied) / secs
+}
+
+// applySafely turns a panic in Apply into the event's error, so that the
+// projection stops on that event and its status names it, as for any other
+// error (the router's recoverer alone would retry the batch for ever
+// without a status).
+func applySafely(ctx context.Context, tx pgx.Tx, p Projection, ev eventstore.RecordedEvent) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return p.Apply(ctx, tx, ev)
 }

@@ -348,7 +348,7 @@ func (j *RebuildJob) buildBatch(ctx context.Context, searchPath, phase string, s
 
 func (j *RebuildJob) applyAll(ctx context.Context, tx pgx.Tx, st *rebuildState, evs []eventstore.RecordedEvent) error {
 	for _, ev := range evs {
-		if err := j.p.Apply(ctx, tx, ev); err != nil {
+		if err := applySafely(ctx, tx, j.p, ev); err != nil {
 			return &ApplyError{Projection: j.p.Name(), Event: ev, Err: err}
 		}
 		st.pos, st.last = ev.Position, ev.Metadata.OccurredAt
