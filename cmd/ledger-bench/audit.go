@@ -67,10 +67,10 @@ func measureAudit(ctx context.Context, cfg Config, pool *pgxpool.Pool, inner eve
 	}
 
 	runner := projections.NewRunner(pool, store, logger, nil, projections.Subjects{})
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel: deferred calls run last first
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	wg.Go(func() { _ = runner.Run(rctx) })
 	head, err := store.Head(ctx)
 	if err != nil {
