@@ -75,6 +75,9 @@ var (
 	onlyUser = [credKinds]expect{"401", "2xx", "2xx", "401", "401", "401", "401", "401", "401"}
 	// onlyAdmin: an admin route.
 	onlyAdmin = [credKinds]expect{"401", "401", "401", "401", "401", "401", "2xx", "401", "401"}
+	// onlyAuditor: an auditor route; every other credential, the admin
+	// token included, is refused.
+	onlyAuditor = [credKinds]expect{"401", "401", "401", "401", "401", "200", "401", "401", "401"}
 	// public: the same answer for every caller.
 	public = func(e expect) [credKinds]expect {
 		var w [credKinds]expect
@@ -156,6 +159,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, auditorKey := l.issueAuditor("matrix auditor")
+	// A spare account for the erasure row: no other row depends on it.
+	l.signIn("matrix-spare@example.com", "phone-s")
+	spareID := l.do("POST", "/v1/sessions", js(map[string]string{"email": "matrix-spare@example.com", "password": pw, "deviceId": "phone-s"})).
+		want(t, 201, "").body["accountId"].(string)
 	spareAuditor, _ := l.issueAuditor("spare auditor")
 
 	// sign applies a credential to a request of path.
@@ -248,7 +255,31 @@ func TestAuthorizationMatrix(t *testing.T) {
 		"POST /v1/admin/steps/reset":               {path: "/v1/admin/steps/reset", want: withAdmin("200")},
 		"POST /v1/admin/auditors":                  {path: "/v1/admin/auditors", body: jsonBody(map[string]string{"name": "another"}), want: withAdmin("201")},
 		"DELETE /v1/admin/auditors/:auditorId":     {path: "/v1/admin/auditors/" + spareAuditor, want: withAdmin("204"), last: true},
-		"GET /v1/audit/whoami":                     {path: "/v1/audit/whoami", want: [credKinds]expect{"401", "401", "401", "401", "401", "200", "401", "401", "401"}},
+		"POST /v1/admin/accounts/:id/erase": {path: "/v1/admin/accounts/" + spareID + "/erase", want: withAdmin("200"), last: true,
+			note: "a spare account: erasing the user would change every later row"},
+
+		"GET /v1/audit/whoami":      {path: "/v1/audit/whoami", want: onlyAuditor},
+		"GET /v1/audit/public-key":  {path: "/v1/audit/public-key", want: onlyAuditor},
+		"GET /v1/audit/checkpoints": {path: "/v1/audit/checkpoints", want: onlyAuditor},
+		"GET /v1/audit/verify":      {path: "/v1/audit/verify?accountId=" + userID, want: onlyAuditor},
+		"GET /v1/audit/accounts/:id/events": {path: "/v1/audit/accounts/" + userID + "/events", want: onlyAuditor,
+			note: "the subject's history: neither the user, nor a partner, nor the admin token reads it"},
+		"GET /v1/audit/accounts/:id/consents":                   {path: "/v1/audit/accounts/" + userID + "/consents", want: onlyAuditor},
+		"GET /v1/audit/accounts/:id/consents/:clientId/receipt": {path: "/v1/audit/accounts/" + userID + "/consents/" + aID + "/receipt", want: onlyAuditor},
+		"GET /v1/audit/clients/:clientId/consents":              {path: "/v1/audit/clients/" + aID + "/consents", want: onlyAuditor},
+		"GET /v1/me/consents/:clientId/receipt": {path: "/v1/me/consents/" + aID + "/receipt",
+			want: [credKinds]expect{"401", "200", "404", "401", "401", "401", "401", "401", "401"},
+			note: "the receipt of the caller's own grant: another user has none to A"},
+
+		"GET /openapi.json": {path: "/openapi.json", want: public("200")},
+		"GET /docs":         {path: "/docs", want: public("200")},
+		"GET /admin":        {path: "/admin", want: public("200"), note: "the sign-in form: the page has its own cookie session, a bearer token signs nobody in"},
+		"POST /admin/login": {path: "/admin/login", body: func(int) string { return "token=not-the-token" }, form: true, want: public("401"),
+			note: "the admin token is the form's field, not a header"},
+		"POST /admin/logout": {path: "/admin/logout", body: func(int) string { return "csrf=x" }, form: true, want: public("403"),
+			note: "no page session cookie and no CSRF value: even the admin token in a header is refused"},
+		"POST /admin/projections/:name/rebuild": {path: "/admin/projections/accounts/rebuild", body: func(int) string { return "csrf=x" }, form: true,
+			want: public("403"), note: "no page session cookie and no CSRF value: even the admin token in a header is refused"},
 	}
 
 	// Every route has a row, and every row a route.

@@ -19,8 +19,10 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
+	"github.com/google/uuid"
 
 	"github.com/consentledger/ledger/api"
+	"github.com/consentledger/ledger/commands"
 )
 
 // conformingProxy stands in front of a ledger and checks every exchange
@@ -43,8 +45,32 @@ type docPath struct {
 	names    []string
 }
 
+// ndjsonBodyDecoder checks an NDJSON answer line by line: the document's
+// schema describes one line. It returns the last line, which the validator
+// checks once more.
+func ndjsonBodyDecoder(body io.Reader, header http.Header, schema *openapi3.SchemaRef, enc openapi3filter.EncodingFn) (any, error) {
+	var last any
+	dec := json.NewDecoder(body)
+	for n := 1; dec.More(); n++ {
+		var line any
+		if err := dec.Decode(&line); err != nil {
+			return nil, &openapi3filter.ParseError{Kind: openapi3filter.KindInvalidFormat, Cause: fmt.Errorf("line %d: %w", n, err)}
+		}
+		if schema != nil && schema.Value != nil {
+			if err := schema.Value.VisitJSON(line); err != nil {
+				return nil, fmt.Errorf("line %d: %w", n, err)
+			}
+		}
+		last = line
+	}
+	return last, nil
+}
+
+var registerNDJSON sync.Once
+
 func newConformingProxy(t *testing.T, target string) (*conformingProxy, string) {
 	t.Helper()
+	registerNDJSON.Do(func() { openapi3filter.RegisterBodyDecoder("application/x-ndjson", ndjsonBodyDecoder) })
 	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPIDocument())
 	if err != nil {
 		t.Fatal(err)
@@ -196,8 +222,40 @@ func TestOpenAPIDescribesAnswers(t *testing.T) {
 	l.do("GET", "/v1/partner/consents", "", partner...).want(t, 200, "")
 	l.do("GET", "/v1/partner/consents", "", "Authorization", "Bearer nonsense").want(t, 401, "invalid_token")
 
+	// Auditor side: a grant to audit, its receipts, the history, the chain.
+	accountID := l.do("POST", "/v1/sessions", js(map[string]string{"email": "conform@example.com", "password": pw, "deviceId": "phone-2"})).
+		want(t, 201, "").body["accountId"].(string)
+	if _, err := l.cmds.DecideConsent(context.Background(), commands.ConsentDecision{AccountID: uuid.MustParse(accountID), ClientID: uuid.MustParse(id),
+		Accept: true, Scopes: []string{"account:profile"}, NoticeVersion: api.NoticeVersion, CollectionMethod: "hosted-consent-prompt"}); err != nil {
+		t.Fatal(err)
+	}
+	d.rest("GET", "/v1/me/consents/"+id+"/receipt", "", 200, "")
+	d.rest("GET", "/v1/me/consents/00000000-0000-0000-0000-000000000000/receipt", "", 404, "no_grant")
+	auditorID, key := l.issueAuditor("Conform auditor")
+	l.do("POST", "/v1/admin/auditors", js(map[string]string{"name": " "}), admin...).want(t, 400, "invalid_auditor_name")
+	auditor := []string{"Authorization", "Bearer " + key}
+	l.do("GET", "/v1/audit/whoami", "", auditor...).want(t, 200, "")
+	l.do("GET", "/v1/audit/whoami", "", admin...).want(t, 401, "auditor_key_invalid")
+	l.do("GET", "/v1/audit/public-key", "", auditor...).want(t, 200, "")
+	l.do("GET", "/v1/audit/checkpoints?limit=5", "", auditor...).want(t, 200, "")
+	l.do("GET", "/v1/audit/checkpoints?limit=0", "", auditor...).want(t, 400, "invalid_limit")
+	l.do("GET", "/v1/audit/verify", "", auditor...).want(t, 200, "")
+	l.do("GET", "/v1/audit/verify?accountId="+accountID, "", auditor...).want(t, 200, "")
+	l.do("GET", "/v1/audit/accounts/"+accountID+"/events", "", auditor...).want(t, 200, "")
+	l.do("GET", "/v1/audit/accounts/"+accountID+"/events?from=yesterday", "", auditor...).want(t, 400, "invalid_bound")
+	l.do("GET", "/v1/audit/accounts/"+accountID+"/consents", "", auditor...).want(t, 200, "")
+	l.do("GET", "/v1/audit/accounts/"+accountID+"/consents?asOf=2000-01-01T00:00:00Z", "", auditor...).want(t, 200, "")
+	l.do("GET", "/v1/audit/accounts/00000000-0000-0000-0000-000000000000/consents", "", auditor...).want(t, 404, "unknown_account")
+	l.do("GET", "/v1/audit/accounts/"+accountID+"/consents/"+id+"/receipt", "", auditor...).want(t, 200, "")
+	l.do("GET", "/v1/audit/clients/"+id+"/consents", "", auditor...).want(t, 200, "")
+	l.do("GET", "/v1/audit/clients/"+id+"/consents?asOf=soon", "", auditor...).want(t, 400, "invalid_as_of")
+	l.do("DELETE", "/v1/admin/auditors/"+auditorID, "", admin...).want(t, 204, "")
+	l.do("GET", "/v1/audit/whoami", "", auditor...).want(t, 401, "auditor_key_invalid")
+
 	d.rest("DELETE", "/v1/vehicles/WVWZZZ1JZXW000001", "", 204, "")
 	d.rest("DELETE", "/v1/sessions/current", "", 204, "")
+	l.do("POST", "/v1/admin/accounts/"+accountID+"/erase", "", admin...).want(t, 200, "")
+	l.do("POST", "/v1/admin/accounts/00000000-0000-0000-0000-000000000000/erase", "", admin...).want(t, 404, "unknown_account")
 
 	t.Logf("%d operations exercised against the document", len(proxy.seen))
 }
