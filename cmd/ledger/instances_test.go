@@ -198,6 +198,7 @@ func TestInstancesTakeOverAfterKill9(t *testing.T) {
 	before := readModels(t, dbURL)
 	t.Setenv("LEDGER_DATABASE_URL", dbURL)
 	t.Setenv("LEDGER_EVENTSTORE_URL", "")
+	t.Setenv("LEDGER_DEV", "true") // the servers ran in dev mode: the same development data key
 	list, _, err := cli(t, "projections", "list")
 	if err != nil || !strings.Contains(list, "RUNNING ON") || strings.Count(list, fmt.Sprintf(":%d ", procs[next].cmd.Process.Pid)) != len(names) {
 		t.Fatalf("projections list: %v\n%s", err, list)
