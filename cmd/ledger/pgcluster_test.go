@@ -19,7 +19,17 @@ func pgBin() string {
 	if d := os.Getenv("LEDGER_TEST_PG_BIN"); d != "" {
 		return d
 	}
-	return "/usr/lib/postgresql/15/bin"
+	// Debian installs each major version under its own directory: take the
+	// newest one that has initdb.
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	best, bestVersion := "/usr/lib/postgresql/15/bin", 0
+	for _, d := range dirs {
+		v, err := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(d))))
+		if err == nil && v > bestVersion {
+			best, bestVersion = filepath.Dir(d), v
+		}
+	}
+	return best
 }
 
 // pgCluster is a PostgreSQL server of the test's own, so that the test can
