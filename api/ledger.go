@@ -2,9 +2,9 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -30,9 +30,8 @@ type App struct {
 
 type handlers struct {
 	App
-	server     *Server
-	authorize  AuthorizeProtocol
-	rebuilding sync.Map // projection name → struct{}
+	server    *Server
+	authorize AuthorizeProtocol
 }
 
 // Mount registers the ledger's routes on s.
@@ -211,11 +210,6 @@ func (h *handlers) listProjections(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	for i := range st {
-		if _, running := h.rebuilding.Load(st[i].Name); running {
-			st[i].State = "rebuilding"
-		}
-	}
 	return c.JSON(http.StatusOK, map[string]any{"projections": st})
 }
 
@@ -232,13 +226,18 @@ func (h *handlers) rebuildProjection(c echo.Context) error {
 	if p == nil {
 		return Problem(http.StatusNotFound, "unknown_projection", "no projection is named "+name)
 	}
-	if _, running := h.rebuilding.LoadOrStore(name, struct{}{}); running {
+	// The rebuild lock is taken before answering, so a second request on
+	// any instance gets its 409 at once.
+	job, err := projections.BeginRebuild(c.Request().Context(), h.Pool, h.Store, p)
+	if errors.Is(err, projections.ErrRebuildInProgress) {
 		return Problem(http.StatusConflict, "rebuild_in_progress", "a rebuild of "+name+" is already running")
 	}
+	if err != nil {
+		return err
+	}
+	ctx := context.WithoutCancel(c.Request().Context())
 	go func() {
-		defer h.rebuilding.Delete(name)
-		ctx := context.WithoutCancel(c.Request().Context())
-		if err := projections.Rebuild(ctx, h.Pool, h.Store, p, nil); err != nil {
+		if err := job.Run(ctx, nil); err != nil {
 			h.server.log.Error("rebuild failed", "projection", name, "error", err)
 			return
 		}

@@ -9,7 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,10 +35,25 @@ type Projection interface {
 // locks take no transaction id, so waiting for one does not hold back the
 // log's readers.
 func lock(ctx context.Context, tx pgx.Tx, name string) error {
-	h := fnv.New64a()
-	h.Write([]byte("projection:" + name))
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(h.Sum64())); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, advisoryKey("projection", name)); err != nil {
 		return fmt.Errorf("lock projection %s: %w", name, err)
+	}
+	return nil
+}
+
+// errBusy says a live batch found its projection locked (by a rebuild's
+// swap): it rolls back, giving its pool connection back, and is retried.
+var errBusy = errors.New("projection locked by a rebuild")
+
+// tryLock is lock for live batches: they never wait for the lock holding
+// a pool connection, since the swap holding it may need one to read the log.
+func tryLock(ctx context.Context, tx pgx.Tx, name string) error {
+	var ok bool
+	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, advisoryKey("projection", name)).Scan(&ok); err != nil {
+		return fmt.Errorf("lock projection %s: %w", name, err)
+	}
+	if !ok {
+		return errBusy
 	}
 	return nil
 }
@@ -66,15 +81,16 @@ func readCheckpoint(ctx context.Context, q pgx.Tx, name string) (checkpoint, err
 	return c, nil
 }
 
-// writeCheckpoint moves the checkpoint and clears any recorded failure.
-func writeCheckpoint(ctx context.Context, tx pgx.Tx, name string, pos eventstore.Position, applied int64, lastEventAt time.Time) error {
+// writeCheckpoint moves the checkpoint, records the throughput (events per
+// second) and clears any recorded failure.
+func writeCheckpoint(ctx context.Context, tx pgx.Tx, name string, pos eventstore.Position, applied int64, lastEventAt time.Time, perSecond float64) error {
 	_, err := tx.Exec(ctx, `
 		UPDATE projection_checkpoints SET
 			commit_position = $2, prepare_position = $3, events_applied = $4,
-			last_event_at = coalesce($5, last_event_at),
+			last_event_at = coalesce($5, last_event_at), events_per_second = $6,
 			error = NULL, error_event_id = NULL, error_event_type = NULL, error_position = NULL, error_at = NULL,
 			updated_at = now()
-		WHERE name = $1`, name, int64(pos.Commit), int64(pos.Prepare), applied, nullTime(lastEventAt))
+		WHERE name = $1`, name, int64(pos.Commit), int64(pos.Prepare), applied, nullTime(lastEventAt), perSecond)
 	if err != nil {
 		return fmt.Errorf("checkpoint of %s: %w", name, err)
 	}
@@ -104,8 +120,10 @@ func (e *ApplyError) Unwrap() error { return e.Err }
 // applyBatch applies the events after the checkpoint and moves it, in tx.
 // It reports gap=true, applying nothing, when the checkpoint is behind from:
 // something (a rebuild) moved it back, and the caller must re-read from it.
-func applyBatch(ctx context.Context, tx pgx.Tx, p Projection, from eventstore.Position, evs []eventstore.RecordedEvent) (cp eventstore.Position, gap bool, err error) {
-	if err := lock(ctx, tx, p.Name()); err != nil {
+// rate (may be nil) turns the running count of applied events into events
+// per second.
+func applyBatch(ctx context.Context, tx pgx.Tx, p Projection, from eventstore.Position, evs []eventstore.RecordedEvent, rate *rateWindow) (cp eventstore.Position, gap bool, err error) {
+	if err := tryLock(ctx, tx, p.Name()); err != nil {
 		return cp, false, err
 	}
 	c, err := readCheckpoint(ctx, tx, p.Name())
@@ -129,9 +147,46 @@ func applyBatch(ctx context.Context, tx pgx.Tx, p Projection, from eventstore.Po
 		applied++
 	}
 	if applied != c.applied || c.hasError {
-		if err := writeCheckpoint(ctx, tx, p.Name(), cp, applied, last); err != nil {
+		if err := writeCheckpoint(ctx, tx, p.Name(), cp, applied, last, rate.observe(time.Now(), applied)); err != nil {
 			return c.pos, false, err
 		}
 	}
 	return cp, false, nil
+}
+
+// rateWindow measures a projection's throughput over the last few seconds
+// from the running count of events it applied.
+type rateWindow struct {
+	mu      sync.Mutex
+	samples []rateSample
+}
+
+type rateSample struct {
+	at      time.Time
+	applied int64
+}
+
+// RateWindow is how far back the throughput looks.
+const RateWindow = 10 * time.Second
+
+// observe records the count at now and returns the events per second since
+// the oldest sample within RateWindow (0 with a single sample).
+func (w *rateWindow) observe(now time.Time, applied int64) float64 {
+	if w == nil {
+		return 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.samples = append(w.samples, rateSample{now, applied})
+	i := 0
+	for i < len(w.samples)-1 && now.Sub(w.samples[i+1].at) >= RateWindow {
+		i++
+	}
+	w.samples = w.samples[i:]
+	first := w.samples[0]
+	secs := now.Sub(first.at).Seconds()
+	if secs <= 0 || applied < first.applied {
+		return 0
+	}
+	return float64(applied-first.applied) / secs
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -34,10 +35,21 @@ type Runner struct {
 
 	// RetryBackoff bounds the wait between retries of a failing batch.
 	RetryBackoff time.Duration
+	// LeaseInterval is how often an instance tries to take the leases of
+	// projections no instance runs (default 1s): another instance takes
+	// over a dead one's projections within about that.
+	LeaseInterval time.Duration
 
 	mu       sync.Mutex
 	state    map[string]*liveState
 	progress *eventstore.Broadcast
+	leases   *leases
+	rates    map[string]*rateWindow
+
+	// waiting counts WaitFor calls in progress; while there are some, and
+	// another instance runs a projection, its checkpoint is polled.
+	waiting  atomic.Int64
+	pollWake chan struct{}
 }
 
 type liveState struct {
@@ -53,13 +65,26 @@ func NewRunner(pool *pgxpool.Pool, store eventstore.Store, logger *slog.Logger, 
 	}
 	r := &Runner{
 		pool: pool, store: store, projections: ps, logger: logger, registry: registry,
-		RetryBackoff: 30 * time.Second, state: map[string]*liveState{}, progress: eventstore.NewBroadcast(),
+		RetryBackoff: 30 * time.Second, LeaseInterval: time.Second,
+		state: map[string]*liveState{}, progress: eventstore.NewBroadcast(),
+		rates: map[string]*rateWindow{}, pollWake: make(chan struct{}, 1),
 	}
-	for _, p := range ps {
+	names := make([]string, len(ps))
+	for i, p := range ps {
 		r.state[p.Name()] = &liveState{}
+		r.rates[p.Name()] = &rateWindow{}
+		names[i] = p.Name()
+	}
+	r.leases = newLeases(pool, names, time.Second, r.progress.Signal)
+	if registry != nil {
+		registry.MustRegister(NewStatusCollector(pool, store, names))
 	}
 	return r
 }
+
+// Runs reports whether this instance runs the named projection now (holds
+// its lease).
+func (r *Runner) Runs(name string) bool { return r.leases.held(name) }
 
 // Projections lists what the runner feeds.
 func (r *Runner) Projections() []Projection { return r.projections }
@@ -80,6 +105,12 @@ func (r *Runner) Run(ctx context.Context) error {
 	for _, p := range r.projections {
 		router.AddConsumerHandler(p.Name(), p.Name(), sub, r.handler(p))
 	}
+	r.leases.interval = r.LeaseInterval
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); r.leases.run(ctx) }()
+	go func() { defer wg.Done(); r.pollCheckpoints(ctx) }()
+	defer wg.Wait()
 	return router.Run(ctx)
 }
 
@@ -99,14 +130,25 @@ func (r *Runner) handler(p Projection) message.NoPublishHandlerFunc {
 		ctx := msg.Context()
 		var cp eventstore.Position
 		var gap bool
-		err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) (err error) {
-			cp, gap, err = applyBatch(ctx, tx, p, b.From, b.Events)
-			return err
-		})
+		var err error
+		for {
+			err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) (err error) {
+				cp, gap, err = applyBatch(ctx, tx, p, b.From, b.Events, r.rates[p.Name()])
+				return err
+			})
+			if !errors.Is(err, errBusy) || !sleep(ctx, 10*time.Millisecond) {
+				break
+			}
+		}
 		if err != nil {
+			if ctx.Err() != nil {
+				// Stopping, or the lease was lost: not the projection's fault.
+				return err
+			}
 			r.fail(ctx, p.Name(), err)
 			return err
 		}
+		wakeLog(r.store)
 		r.mu.Lock()
 		st := r.state[p.Name()]
 		st.pos, st.failing = cp, nil
@@ -151,7 +193,16 @@ func (r *Runner) fail(ctx context.Context, name string, err error) {
 // WaitFor blocks until every projection of this runner has applied the log
 // up to pos, or is stopped on a failing event (waiting for it would hang).
 // Commands call it so that the caller's next query sees its own write.
+//
+// A projection another instance runs is followed through its checkpoint in
+// the database, polled every few milliseconds while someone waits.
 func (r *Runner) WaitFor(ctx context.Context, pos eventstore.Position) error {
+	r.waiting.Add(1)
+	defer r.waiting.Add(-1)
+	select {
+	case r.pollWake <- struct{}{}:
+	default:
+	}
 	for {
 		woken := r.progress.Wait()
 		if r.reached(pos) {
@@ -174,6 +225,56 @@ func (r *Runner) reached(pos eventstore.Position) bool {
 		}
 	}
 	return true
+}
+
+// pollCheckpoints keeps the state of the projections other instances run
+// current from their checkpoints, while a WaitFor needs it.
+func (r *Runner) pollCheckpoints(ctx context.Context) {
+	names := make([]string, 0, len(r.projections))
+	for _, p := range r.projections {
+		names = append(names, p.Name())
+	}
+	for ctx.Err() == nil {
+		remote := false
+		for _, n := range names {
+			if !r.leases.held(n) {
+				remote = true
+			}
+		}
+		if r.waiting.Load() == 0 || !remote {
+			select {
+			case <-r.pollWake:
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		rows, err := r.pool.Query(ctx, `
+			SELECT name, commit_position, prepare_position, error
+			FROM projection_checkpoints WHERE name = ANY($1)`, names)
+		if err == nil {
+			r.mu.Lock()
+			for rows.Next() {
+				var name string
+				var commit, prepare int64
+				var msg *string
+				if rows.Scan(&name, &commit, &prepare, &msg) != nil || r.leases.held(name) {
+					continue
+				}
+				st := r.state[name]
+				st.pos = eventstore.Position{Commit: uint64(commit), Prepare: uint64(prepare)}
+				st.failing = nil
+				if msg != nil {
+					st.failing = errors.New(*msg)
+				}
+			}
+			r.mu.Unlock()
+			rows.Close()
+			r.progress.Signal()
+		}
+		sleep(ctx, 5*time.Millisecond)
+	}
 }
 
 // takeSeek returns where the subscription of a projection must restart, if
@@ -204,23 +305,41 @@ type logSubscriber struct {
 
 var _ message.Subscriber = (*logSubscriber)(nil)
 
+// The loop runs only while this instance holds the projection's lease: it
+// waits for the lease, reads the checkpoint, feeds until the lease is lost,
+// and waits again.
 func (s *logSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	var from eventstore.Position
-	err := pgx.BeginFunc(ctx, s.runner.pool, func(tx pgx.Tx) error {
-		c, err := readCheckpoint(ctx, tx, topic)
-		from = c.pos
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.runner.started(topic, from)
 	out := make(chan *message.Message)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer close(out)
-		s.feed(ctx, topic, from, out)
+		r := s.runner
+		for {
+			leaseCtx, ok := r.leases.wait(ctx, topic)
+			if !ok {
+				return
+			}
+			var from eventstore.Position
+			err := pgx.BeginFunc(leaseCtx, r.pool, func(tx pgx.Tx) error {
+				c, err := readCheckpoint(leaseCtx, tx, topic)
+				from = c.pos
+				return err
+			})
+			if err != nil {
+				if leaseCtx.Err() == nil {
+					r.logger.Error("reading a projection checkpoint failed", "projection", topic, "error", err)
+				}
+				sleep(leaseCtx, time.Second)
+				continue
+			}
+			r.logger.Info("running projection", "projection", topic, "position", from.String())
+			r.started(topic, from)
+			s.feed(leaseCtx, topic, from, out)
+			if ctx.Err() == nil {
+				r.logger.Warn("projection lease lost", "projection", topic)
+			}
+		}
 	}()
 	return out, nil
 }
@@ -293,6 +412,17 @@ func (s *logSubscriber) deliver(ctx context.Context, topic string, sub eventstor
 func (s *logSubscriber) Close() error {
 	s.wg.Wait()
 	return nil
+}
+
+// wakeLog tells the log that a transaction ended. The PostgreSQL log
+// delivers an event only once every older transaction of the server has
+// ended, and a projection's batch is such a transaction: an append that
+// committed while it ran is readable only now, and without a wake-up its
+// subscribers would find it at their next poll (1 s) instead.
+func wakeLog(store eventstore.Store) {
+	if c, ok := store.(interface{ Committed() }); ok {
+		c.Committed()
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

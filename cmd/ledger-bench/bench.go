@@ -60,6 +60,8 @@ type Config struct {
 	// none can be assumed where the benchmark runs.
 	ESDBWriters  []int
 	ESDBDuration time.Duration
+	// Projections selects the projection rows (projections.go).
+	Projections ProjectionsConfig
 	// Progress receives a line per finished cell (nil: nowhere), so a long
 	// run is visibly alive and its details (raw latencies) are not lost.
 	Progress io.Writer
@@ -81,6 +83,7 @@ func DefaultConfig() Config {
 		IntrospectClients: 64,
 		ESDBWriters:       []int{1, 8},
 		ESDBDuration:      3 * time.Second,
+		Projections:       ProjectionsConfig{RebuildEvents: 1_000_000, LagWriters: 32},
 	}
 }
 
@@ -135,7 +138,7 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("database url: %w", err)
 	}
-	poolCfg.MaxConns = int32(max(slices.Max(cfg.Writers), cfg.SubWriters) + 4)
+	poolCfg.MaxConns = int32(max(slices.Max(cfg.Writers), cfg.SubWriters, cfg.Projections.LagWriters+10) + 4)
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return err
@@ -162,6 +165,11 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 	defer store.Close()
+	if cfg.Projections.Only {
+		res, err := measureProjections(ctx, cfg, pool, store, progress)
+		writeProjectionsReport(out, cfg, res)
+		return err
+	}
 
 	var cells []cell
 	for _, w := range cfg.Writers {
@@ -256,8 +264,13 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	projRows, err := measureProjections(ctx, cfg, pool, store, progress)
+	if err != nil {
+		return err
+	}
 	if len(esdbRows) == 0 {
 		writeReport(out, cfg, facts, cells, subs, enroll, steps, introspect)
+		writeProjectionsReport(out, cfg, projRows)
 		return nil
 	}
 	// One blank line between the report and the EventStoreDB rows, whichever
@@ -266,6 +279,7 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 	writeReport(&report, cfg, facts, cells, subs, enroll, steps, introspect)
 	fmt.Fprint(out, strings.TrimRight(report.String(), "\n")+"\n\n")
 	writeESDBReport(out, cfg, esdbRows)
+	writeProjectionsReport(out, cfg, projRows)
 	return nil
 }
 

@@ -64,6 +64,9 @@ func mainErr() error {
 	flag.IntVar(&cfg.EnrollAccounts, "enroll-accounts", cfg.EnrollAccounts, "accounts prepared for the shortcut-enrollment row")
 	flag.DurationVar(&cfg.ESDBDuration, "esdb-duration", cfg.ESDBDuration, "measured time of each EventStoreDB row: the adapter over the in-process double, not a real server (0 skips them)")
 	flag.StringVar(&esdbWriters, "esdb-writers", esdbWriters, "comma-separated writer counts of the EventStoreDB rows")
+	flag.IntVar(&cfg.Projections.RebuildEvents, "rebuild-events", cfg.Projections.RebuildEvents, "events in the log the rebuild row replays (0 skips it)")
+	flag.IntVar(&cfg.Projections.LagWriters, "lag-writers", cfg.Projections.LagWriters, "writers of the projection-lag row (0 skips it)")
+	flag.BoolVar(&cfg.Projections.Only, "only-projections", false, "run only the projection rows (-rebuild-events, -lag-writers)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file")
 	flag.Parse()
 	if flag.NArg() > 0 {

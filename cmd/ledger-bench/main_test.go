@@ -23,6 +23,7 @@ func TestRun(t *testing.T) {
 	cfg.SubWriters, cfg.SubRate = 2, 200
 	cfg.EnrollClients, cfg.EnrollAccounts, cfg.StepsClients, cfg.IntrospectClients = 2, 20, 2, 2
 	cfg.ESDBWriters, cfg.ESDBDuration = []int{1, 2}, 200*time.Millisecond
+	cfg.Projections = ProjectionsConfig{RebuildEvents: 2000, LagWriters: 2}
 	var progress bytes.Buffer
 	cfg.Progress = &progress
 

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -35,16 +37,36 @@ func projectionsList(ctx context.Context, cfg config, logger *slog.Logger, out i
 		return err
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tSTATE\tPOSITION\tHEAD\tAPPLIED\tLAST EVENT\tERROR")
+	fmt.Fprintln(w, "NAME\tSTATE\tRUNNING ON\tPOSITION\tHEAD\tLAG EVENTS\tLAG MS\tEVENTS/S\tAPPLIED\tLAST EVENT\tREBUILD\tERROR")
 	for _, s := range st {
-		last, errText := "-", "-"
+		last, errText, on, rebuild := "-", "-", "-", "-"
 		if s.LastEventAt != nil {
 			last = s.LastEventAt.UTC().Format(time.RFC3339)
 		}
 		if s.Error != nil {
 			errText = s.Error.Message
+			if s.Error.EventType != nil && s.Error.Position != nil {
+				errText = fmt.Sprintf("%s at %d: %s", *s.Error.EventType, *s.Error.Position, s.Error.Message)
+			}
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, s.Position, s.Head, s.EventsApplied, last, errText)
+		if s.RunningOn != "" {
+			on = s.RunningOn
+		}
+		if r := s.Rebuild; r != nil {
+			rebuild = r.Phase
+			if r.Running {
+				rebuild = fmt.Sprintf("%s %.0f%%", r.Phase, r.Percent)
+				if r.EtaSeconds != nil {
+					rebuild += fmt.Sprintf(" eta %s", (time.Duration(*r.EtaSeconds) * time.Second).String())
+				}
+			}
+		}
+		lag := strconv.FormatInt(s.LagEvents, 10)
+		if s.LagCapped {
+			lag += "+"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0f\t%d\t%s\t%s\t%s\n", s.Name, s.State, on, s.Position, s.Head,
+			lag, s.LagMs, s.EventsPerSecond, s.EventsApplied, last, rebuild, errText)
 	}
 	return w.Flush()
 }
@@ -80,7 +102,10 @@ func projectionsRebuild(ctx context.Context, cfg config, logger *slog.Logger, ar
 		bar := newProgressBar(errOut, p.Name())
 		if err := projections.Rebuild(ctx, pool, store, p, bar.update); err != nil {
 			bar.fail()
-			return fmt.Errorf("rebuild %s: %w", p.Name(), err)
+			if errors.Is(err, projections.ErrRebuildInProgress) {
+				return fmt.Errorf("rebuild %s: %w (on this or another instance)", p.Name(), err)
+			}
+			return err
 		}
 		bar.done()
 		fmt.Fprintf(out, "rebuilt %s\n", p.Name())
@@ -118,13 +143,13 @@ func (b *progressBar) update(p projections.Progress) {
 		eta = (time.Duration(float64(p.Elapsed)/frac) - p.Elapsed).Round(time.Second).String()
 	}
 	if !b.tty {
-		fmt.Fprintf(b.w, "%s: %d events, %.0f%%, eta %s\n", b.name, p.Events, frac*100, eta)
+		fmt.Fprintf(b.w, "%s: %s, %d events, %.0f%%, eta %s\n", b.name, p.Phase, p.Events, frac*100, eta)
 		return
 	}
 	const width = 30
 	filled := int(frac * width)
-	fmt.Fprintf(b.w, "\r%-12s [%s%s] %3.0f%% %d events  eta %s   ", b.name,
-		strings.Repeat("#", filled), strings.Repeat(".", width-filled), frac*100, p.Events, eta)
+	fmt.Fprintf(b.w, "\r%-12s [%s%s] %3.0f%% %d events  eta %s  %-11s", b.name,
+		strings.Repeat("#", filled), strings.Repeat(".", width-filled), frac*100, p.Events, eta, p.Phase)
 }
 
 func (b *progressBar) done() {
