@@ -375,7 +375,7 @@ var adminTemplate = template.Must(template.New("admin").Parse(`<!doctype html>
 <title>Consent Ledger admin</title>
 <style>
 body{font:15px/1.5 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1b1d21}
-main{max-width:64rem;margin:0 auto;padding:1.5rem}
+main{max-width:76rem;margin:0 auto;padding:1.5rem}
 h1{font-size:1.35rem}
 label{display:block;margin:.75rem 0 .25rem;font-weight:600}
 input[type=password]{width:100%;max-width:28rem;box-sizing:border-box;padding:.6rem;font-size:1rem;border:1px solid #8a8f98;border-radius:.4rem}

@@ -132,7 +132,7 @@ func TestAdminPageInABrowser(t *testing.T) {
 
 	var alert string
 	if err := chromedp.Run(browserCtx,
-		chromedp.EmulateViewport(1100, 800),
+		chromedp.EmulateViewport(1280, 800),
 		chromedp.Navigate(l.url+"/admin"),
 		chromedp.WaitVisible(`#token`, chromedp.ByQuery),
 		chromedp.SendKeys(`#token`, "wrong-token-0123456789", chromedp.ByQuery),
