@@ -158,7 +158,7 @@ func (h *handlers) subjectHistory(c echo.Context) error {
 			continue
 		}
 		if err := enc.Encode(historyLine{Position: ev.Position, Stream: ev.StreamID, Revision: ev.Revision, ID: ev.ID,
-			Type: ev.Type, Time: ev.Metadata.OccurredAt, Actor: ev.Metadata.Actor, Data: ev.Data, Hash: hex.EncodeToString(ev.Hash)}); err != nil {
+			Type: ev.Type, Time: ev.Metadata.OccurredAt, Actor: ev.Metadata.Actor, Data: withoutSecretDigests(ev.Data), Hash: hex.EncodeToString(ev.Hash)}); err != nil {
 			return nil // the client went away
 		}
 		if n++; n%historyPage == 0 {
