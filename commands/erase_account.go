@@ -37,7 +37,7 @@ var errNoSealedLog = domain.New(domain.KindUnavailable, "erasure_unavailable", "
 // models scrub what they showed when they apply the erasure. Erasing twice
 // changes nothing; a retry after a failure finishes the job.
 func (h *Handler) EraseAccount(ctx context.Context, cmd EraseAccount) error {
-	sealed, ok := h.Store.(*eventstore.Sealed)
+	keys, ok := eventstore.KeyringOf(h.Store)
 	if !ok {
 		return errNoSealedLog
 	}
@@ -64,7 +64,7 @@ func (h *Handler) EraseAccount(ctx context.Context, cmd EraseAccount) error {
 			return fmt.Errorf("erase %s: end session: %w", cmd.AccountID, err)
 		}
 	}
-	if err := sealed.Keys().Destroy(ctx, cmd.AccountID); err != nil {
+	if err := keys.Destroy(ctx, cmd.AccountID); err != nil {
 		return err
 	}
 	if f, ok := h.Outbox.(Forgetter); ok {

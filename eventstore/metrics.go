@@ -20,7 +20,8 @@ import (
 // retried command) writes nothing and is counted all the same: the port does
 // not tell the two apart. Reads and subscriptions pass straight through.
 // Series already registered on reg (a second store in one process) are
-// shared.
+// shared. The result unwraps to s (SealedOf, KeyringOf and Raw see
+// through it).
 func Instrument(s Store, adapter string, reg prometheus.Registerer) Store {
 	m := &instrumented{Store: s, adapter: adapter,
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -50,6 +51,9 @@ type instrumented struct {
 	appends  *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 }
+
+// Unwrap returns the store it counts for.
+func (m *instrumented) Unwrap() Store { return m.Store }
 
 func (m *instrumented) Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error) {
 	start := time.Now()

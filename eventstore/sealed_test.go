@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/consentledger/ledger/eventstore"
 	"github.com/consentledger/ledger/migrations/dbtest"
@@ -126,5 +128,45 @@ func TestSealedLogStoresPersonalDataEncryptedAndShredsIt(t *testing.T) {
 	wrong, _ := eventstore.NewKeyring(pool, append(make([]byte, 31), 1))
 	if _, err := eventstore.Seal(inner, wrong, personal{}).ReadStream(ctx, "person-b", eventstore.ReadStreamOptions{}); err == nil {
 		t.Fatal("a wrong master key opened bob's key")
+	}
+}
+
+// postgresLog opens the PostgreSQL log on a fresh database.
+func postgresLog(t *testing.T) (*pgxpool.Pool, *eventstore.Postgres) {
+	t.Helper()
+	pool := dbtest.Pool(t)
+	inner, err := eventstore.OpenPostgres(context.Background(), pool, eventstore.PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inner.Close() })
+	return pool, inner
+}
+
+// The wrappers ledger serve puts around the log (metrics around the sealed
+// store) hide neither the sealed store, its keyring nor the innermost log.
+func TestWrappedLogsUnwrap(t *testing.T) {
+	pool, inner := postgresLog(t)
+	keys, _ := eventstore.NewKeyring(pool, make([]byte, 32))
+	sealed := eventstore.Seal(inner, keys, personal{})
+	served := eventstore.Instrument(sealed, "postgres", prometheus.NewRegistry())
+
+	if s, ok := eventstore.SealedOf(served); !ok || s != sealed {
+		t.Fatalf("SealedOf(instrumented) = %v, %v", s, ok)
+	}
+	if k, ok := eventstore.KeyringOf(served); !ok || k != keys {
+		t.Fatalf("KeyringOf(instrumented) = %v, %v", k, ok)
+	}
+	if pg, ok := eventstore.As[*eventstore.Postgres](served); !ok || pg != inner {
+		t.Fatalf("As[*Postgres](instrumented) = %v, %v", pg, ok)
+	}
+	if raw := eventstore.Raw(served); raw != eventstore.Store(inner) {
+		t.Fatalf("Raw(instrumented) = %T", raw)
+	}
+	if _, ok := eventstore.SealedOf(eventstore.Instrument(inner, "postgres", prometheus.NewRegistry())); ok {
+		t.Fatal("SealedOf found a sealed store in an unsealed log")
+	}
+	if _, ok := eventstore.KeyringOf(inner); ok {
+		t.Fatal("KeyringOf found a keyring in an unsealed log")
 	}
 }

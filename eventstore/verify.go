@@ -112,7 +112,7 @@ func (v *ChainVerifier) Report() ChainReport { return v.report }
 // what the innermost log stores.
 func Raw(s Store) Store {
 	for {
-		u, ok := s.(interface{ Unwrap() Store })
+		u, ok := s.(unwrapper)
 		if !ok {
 			return s
 		}

@@ -148,7 +148,7 @@ func lag(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, s *Sta
 		return nil // nothing readable after it yet: the head is still committing
 	}
 	s.LagMs = max(0, now.Sub(first[0].Metadata.OccurredAt).Milliseconds())
-	if _, ok := store.(*eventstore.Postgres); ok {
+	if _, ok := eventstore.As[*eventstore.Postgres](store); ok {
 		return pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE position > $1 AND position <= $2`,
 			int64(s.Position.Prepare), int64(s.Head.Prepare)).Scan(&s.LagEvents)
 	}

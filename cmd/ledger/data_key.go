@@ -52,11 +52,3 @@ func sealStore(cfg config, pool *pgxpool.Pool, store eventstore.Store) (eventsto
 	}
 	return eventstore.Seal(store, keys, commands.PersonalData{}), nil
 }
-
-// unsealed is the log as stored, for what must move or hash it unopened.
-func unsealed(s eventstore.Store) eventstore.Store {
-	if sealed, ok := s.(*eventstore.Sealed); ok {
-		return sealed.Unwrap()
-	}
-	return s
-}

@@ -51,7 +51,7 @@ func eventstoreCopy(ctx context.Context, cfg config, logger *slog.Logger, args [
 	}
 	defer pool.Close()
 	defer source.Close()
-	source = unsealed(source) // copy what is stored: personal data stays sealed
+	source = eventstore.Raw(source) // copy what is stored: personal data stays sealed
 	target, err := eventstore.OpenESDB(ctx, *to, eventstore.ESDBOptions{StreamPrefixes: domain.StreamPrefixes, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("--to: %w", err)
