@@ -34,23 +34,26 @@ var errNoSealedLog = domain.New(domain.KindUnavailable, "erasure_unavailable", "
 // account, then destroys its data key: every e-mail, name and phone number
 // sealed with it, in every event, becomes unreadable at once, while the
 // facts (and the log's hashes, computed over the sealed form) stay. The read
-// models scrub what they showed when they apply the erasure. Erasing twice
-// changes nothing; a retry after a failure finishes the job.
+// models scrub what they showed when they apply the erasure, and every
+// instance forgets the key once it applies account.erased.v1 (which this
+// command waits for, as for any append): the phone numbers to drop from
+// the outbox are therefore read before the erasure is appended. Erasing
+// twice changes nothing; a retry after a failure finishes the job.
 func (h *Handler) EraseAccount(ctx context.Context, cmd EraseAccount) error {
 	keys, ok := eventstore.KeyringOf(h.Store)
 	if !ok {
 		return errNoSealedLog
 	}
+	phones, err := h.phonesOf(ctx, cmd.AccountID)
+	if err != nil {
+		return err
+	}
 	var email string
-	err := decide(ctx, h, account.Stream(cmd.AccountID), accountArea, func() *timedAccount { return &timedAccount{} },
+	err = decide(ctx, h, account.Stream(cmd.AccountID), accountArea, func() *timedAccount { return &timedAccount{} },
 		func(a *timedAccount, _ time.Time) ([]any, error) {
 			email = a.Email()
 			return a.Erase()
 		})
-	if err != nil {
-		return err
-	}
-	phones, err := h.phonesOf(ctx, cmd.AccountID)
 	if err != nil {
 		return err
 	}

@@ -24,13 +24,26 @@ var ErrSubjectErased = errors.New("eventstore: the subject's personal data was e
 // for good, which is what erasure by crypto-shredding means: every
 // ciphertext sealed with it becomes noise.
 //
-// The cache is per process: an instance that erases evicts its own copy at
-// once; other instances of the same deployment keep theirs until they
-// restart, so erasure is expected to run where the subject is served (a
-// deployment with several instances should route /v1/admin to one).
+// The cache is per process. Destroy marks the key erased in the cache of
+// the instance that erases; every other instance marks it so with Forget
+// when it applies the subject's account.erased.v1 from the log (ledger
+// serve calls it from the in-memory token model, which commands wait for),
+// so a key once erased is never used again anywhere, even though another
+// instance had it cached. An erased entry is never replaced by a key read
+// before the erasure.
 type Keyring struct {
 	pool   *pgxpool.Pool
 	master cipher.AEAD
+
+	// Current, when set, tells whether this process keeps up with the log
+	// closely enough for its cached keys to be trusted (ledger serve: the
+	// token model answers, see TokenValidity.Serving). While it says no, a
+	// cached key is read again from subject_keys before each use, so an
+	// instance too far behind to have applied an erasure, which commands
+	// may have stopped waiting for, still reads the key as destroyed once
+	// the erasing instance has destroyed it. Erased entries are always
+	// trusted. It must not call the keyring.
+	Current func() bool
 
 	mu    sync.RWMutex
 	cache map[uuid.UUID]cipher.AEAD // nil value: erased
@@ -56,16 +69,38 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
+// cached returns the cached key of subject, if it may be used: an erased
+// entry always, a key only while the process is current.
 func (k *Keyring) cached(subject uuid.UUID) (cipher.AEAD, bool) {
 	k.mu.RLock()
-	defer k.mu.RUnlock()
 	aead, ok := k.cache[subject]
+	k.mu.RUnlock()
+	if ok && aead != nil && k.Current != nil && !k.Current() {
+		return nil, false
+	}
 	return aead, ok
 }
 
+// remember caches the outcome of a load; it never replaces an erased
+// entry, since a load that started before the erasure may end after it.
 func (k *Keyring) remember(subject uuid.UUID, aead cipher.AEAD) {
 	k.mu.Lock()
+	defer k.mu.Unlock()
+	if old, ok := k.cache[subject]; ok && old == nil {
+		return
+	}
 	k.cache[subject] = aead
+}
+
+// Forget drops the subject's key from this process for good, as if it had
+// been destroyed here: from then on the subject's personal data reads as
+// null and nothing personal is sealed for it, whatever the database still
+// holds (the instance that erases destroys the key there just after the
+// erasure is in the log). It touches no database, so it may be called while
+// the caller holds a lock, and it is idempotent.
+func (k *Keyring) Forget(subject uuid.UUID) {
+	k.mu.Lock()
+	k.cache[subject] = nil
 	k.mu.Unlock()
 }
 
@@ -150,6 +185,6 @@ func (k *Keyring) Destroy(ctx context.Context, subject uuid.UUID) error {
 	if err != nil {
 		return fmt.Errorf("erase data key of %s: %w", subject, err)
 	}
-	k.remember(subject, nil)
+	k.Forget(subject)
 	return nil
 }

@@ -143,6 +143,68 @@ func postgresLog(t *testing.T) (*pgxpool.Pool, *eventstore.Postgres) {
 	return pool, inner
 }
 
+// emailOf reads the "email" of the one event of stream through s.
+func emailOf(t *testing.T, s *eventstore.Sealed, stream string) any {
+	t.Helper()
+	evs, err := s.ReadStream(context.Background(), stream, eventstore.ReadStreamOptions{})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("read %s: %v %v", stream, evs, err)
+	}
+	var m map[string]any
+	_ = json.Unmarshal(evs[0].Data, &m)
+	return m["email"]
+}
+
+// Two processes on one database each cache the subject's key. Destroy in
+// one leaves the other's copy opening the data until that one forgets the
+// key (what applying account.erased.v1 does in ledger serve); from then on
+// it opens nothing and seals nothing for the subject.
+func TestForgetStopsAKeyCachedByAnotherProcess(t *testing.T) {
+	ctx := context.Background()
+	pool, inner := postgresLog(t)
+	master := make([]byte, 32)
+	keysA, _ := eventstore.NewKeyring(pool, master)
+	keysB, _ := eventstore.NewKeyring(pool, master)
+	a, b := eventstore.Seal(inner, keysA, personal{}), eventstore.Seal(inner, keysB, personal{})
+	alice := uuid.New()
+	ev := func() eventstore.EventData {
+		data, _ := json.Marshal(map[string]any{"accountId": alice, "email": "alice@example.com"})
+		return eventstore.EventData{ID: uuid.New(), Type: "t.person.v1", Data: data, Metadata: eventstore.Metadata{OccurredAt: time.Now()}}
+	}
+	if _, err := a.Append(ctx, "person-a", eventstore.NoStream, ev()); err != nil {
+		t.Fatal(err)
+	}
+	email := func(s *eventstore.Sealed) any { t.Helper(); return emailOf(t, s, "person-a") }
+	if email(b) != "alice@example.com" {
+		t.Fatal("B does not open alice's data")
+	}
+	if err := keysA.Destroy(ctx, alice); err != nil {
+		t.Fatal(err)
+	}
+	if email(a) != nil {
+		t.Fatal("A opens alice's data after destroying her key")
+	}
+	if email(b) != "alice@example.com" {
+		t.Fatal("B's cache was expected to still hold the key (the case Forget is for)")
+	}
+	keysB.Forget(alice)
+	keysB.Forget(alice) // idempotent
+	if v := email(b); v != nil {
+		t.Fatalf("B opens alice's data after forgetting her key: %v", v)
+	}
+	if _, err := b.Append(ctx, "person-a", eventstore.Any, ev()); !errors.Is(err, eventstore.ErrSubjectErased) {
+		t.Fatalf("B sealing for a forgotten subject: %v", err)
+	}
+	// Forget also holds where the key is still in the table (the erasing
+	// instance destroys it just after the erasure is in the log).
+	bob := uuid.New()
+	keysB.Forget(bob)
+	data, _ := json.Marshal(map[string]any{"accountId": bob, "email": "bob@example.com"})
+	if _, err := b.Append(ctx, "person-b", eventstore.NoStream, eventstore.EventData{ID: uuid.New(), Type: "t.person.v1", Data: data}); !errors.Is(err, eventstore.ErrSubjectErased) {
+		t.Fatalf("B sealing for a subject it forgot: %v", err)
+	}
+}
+
 // The wrappers ledger serve puts around the log (metrics around the sealed
 // store) hide neither the sealed store, its keyring nor the innermost log.
 func TestWrappedLogsUnwrap(t *testing.T) {
@@ -168,5 +230,39 @@ func TestWrappedLogsUnwrap(t *testing.T) {
 	}
 	if _, ok := eventstore.KeyringOf(inner); ok {
 		t.Fatal("KeyringOf found a keyring in an unsealed log")
+	}
+}
+
+// A keyring told that its process is not current (ledger serve: the token
+// model fell behind the log) reads a cached key again before using it, so
+// it sees a destruction it has not been told of; once current again it
+// keeps what it read.
+func TestKeyringNotCurrentReadsKeysAgain(t *testing.T) {
+	ctx := context.Background()
+	pool, inner := postgresLog(t)
+	keysA, _ := eventstore.NewKeyring(pool, make([]byte, 32))
+	keysB, _ := eventstore.NewKeyring(pool, make([]byte, 32))
+	current := true
+	keysB.Current = func() bool { return current }
+	b := eventstore.Seal(inner, keysB, personal{})
+	alice := uuid.New()
+	data, _ := json.Marshal(map[string]any{"accountId": alice, "email": "alice@example.com"})
+	if _, err := b.Append(ctx, "person-a", eventstore.NoStream, eventstore.EventData{ID: uuid.New(), Type: "t.person.v1", Data: data}); err != nil {
+		t.Fatal(err)
+	}
+	email := func() any { t.Helper(); return emailOf(t, b, "person-a") }
+	if email() != "alice@example.com" {
+		t.Fatal("B does not open alice's data")
+	}
+	if err := keysA.Destroy(ctx, alice); err != nil {
+		t.Fatal(err)
+	}
+	current = false
+	if v := email(); v != nil {
+		t.Fatalf("B, not current, opened alice's data with its cached key: %v", v)
+	}
+	current = true
+	if v := email(); v != nil {
+		t.Fatalf("B, current again, opened alice's data: %v", v)
 	}
 }

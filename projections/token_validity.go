@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/consentledger/ledger/domain/account"
 	"github.com/consentledger/ledger/domain/consent"
 	"github.com/consentledger/ledger/domain/enrollment"
 	"github.com/consentledger/ledger/eventstore"
@@ -62,6 +63,15 @@ type TokenValidity struct {
 	// itself with the head of the log; PollEvery (default 2 ms) is how
 	// often a waiting command looks at other instances.
 	Lease, StaleAfter, HeartbeatEvery, PollEvery time.Duration
+
+	// OnErased, when set, is called with the account of each
+	// account.erased.v1 the model applies, before its position moves past
+	// the event: a command that waited for this instance (WaitFor) up to
+	// the erasure, or past it, returns only once it has run here. ledger
+	// serve drops the account's data key from the instance's keyring with
+	// it. It runs under the model's lock, so it must be quick and must not
+	// call the model; it may run again for the same event after a retry.
+	OnErased func(account uuid.UUID)
 
 	mu         sync.RWMutex
 	pos        eventstore.Position
@@ -261,8 +271,18 @@ func (m *TokenValidity) apply(evs []eventstore.RecordedEvent) error {
 
 func (m *TokenValidity) applyEvent(ev eventstore.RecordedEvent) error {
 	switch ev.Type {
+	case account.TypeErased:
+		if m.OnErased == nil {
+			return nil
+		}
+		payload, err := account.Decode(ev.Type, ev.Data)
+		if err != nil {
+			return err
+		}
+		m.OnErased(payload.(*account.Erased).AccountID)
+		return nil
 	case enrollment.TypeAccountBlocked, enrollment.TypeEnrollmentsRemoved:
-		account, err := uuid.Parse(strings.TrimPrefix(ev.StreamID, "enrollment-"))
+		id, err := uuid.Parse(strings.TrimPrefix(ev.StreamID, "enrollment-"))
 		if err != nil {
 			return err
 		}
@@ -272,9 +292,9 @@ func (m *TokenValidity) applyEvent(ev eventstore.RecordedEvent) error {
 		}
 		switch e := payload.(type) {
 		case *enrollment.Blocked:
-			m.blocked[account] = e.State != "" && e.State != "NotBlocked"
+			m.blocked[id] = e.State != "" && e.State != "NotBlocked"
 		case *enrollment.EnrollmentsRemoved:
-			delete(m.blocked, account)
+			delete(m.blocked, id)
 		}
 		return nil
 	case consent.TypeClientRegistered, consent.TypeClientSecretRotated, consent.TypeGranted, consent.TypeRevoked,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/consentledger/ledger/commands"
 	"github.com/consentledger/ledger/eventstore"
+	"github.com/consentledger/ledger/projections"
 )
 
 // devDataKey is the master data key of dev mode without LEDGER_DATA_KEY. It
@@ -51,4 +52,19 @@ func sealStore(cfg config, pool *pgxpool.Pool, store eventstore.Store) (eventsto
 		return nil, err
 	}
 	return eventstore.Seal(store, keys, commands.PersonalData{}), nil
+}
+
+// forgetErasedKeys makes this instance drop a subject's data key from its
+// keyring as soon as its token model applies the subject's
+// account.erased.v1, wherever the erasure ran: the key may be cached here
+// from before. Commands wait for every live instance's token model, so once
+// an erasure (or any later command) has answered, no instance opens the
+// subject's personal data again; and while this instance's model falls
+// behind (commands then stop waiting for it), its cached keys are read
+// again from the database, where the erasing instance destroyed them.
+func forgetErasedKeys(tokens *projections.TokenValidity, store eventstore.Store) {
+	if keys, ok := eventstore.KeyringOf(store); ok {
+		tokens.OnErased = keys.Forget
+		keys.Current = tokens.Serving
+	}
 }

@@ -160,3 +160,44 @@ func TestServeErasesAnAccount(t *testing.T) {
 	verify()
 	call(t, p, "GET", "/v1/me", "", 401, session...)
 }
+
+// TestErasureTakesEffectOnEveryInstance runs two `ledger serve` on one
+// database. The person is served by B, which has opened (and so cached)
+// the account's data key; the erasure goes through A. Once A has answered,
+// B shows neither the e-mail nor the phone: in the auditor's history, in
+// the profile, or by signing in.
+func TestErasureTakesEffectOnEveryInstance(t *testing.T) {
+	bin := buildLedger(t)
+	dbURL := dbtest.URL(t)
+	a := startServe(t, bin, dbURL, freeAddr(t))
+	b := startServe(t, bin, dbURL, freeAddr(t))
+
+	account, session := erasureSubject(t, b)
+	key := auditorKey(t, a)
+	if me := call(t, b, "GET", "/v1/me", "", 200, session...); !holdsPersonalData(me) {
+		t.Fatalf("the profile on B shows no e-mail: %s", me)
+	}
+	if h := history(t, b, key, account); !holdsPersonalData(h) {
+		t.Fatalf("the history on B before erasure shows no personal data: %s", h)
+	}
+
+	call(t, a, "POST", "/v1/admin/accounts/"+account+"/erase", "", 200, "Authorization", "Bearer "+adminToken(t, a))
+	for name, p := range map[string]*process{"A": a, "B": b} {
+		h := history(t, p, key, account)
+		if !strings.Contains(h, `"account.erased.v1"`) {
+			t.Fatalf("the history on %s lacks the erasure: %s", name, h)
+		}
+		if holdsPersonalData(h) {
+			t.Fatalf("the history on %s after erasure through A shows personal data: %s", name, h)
+		}
+	}
+	call(t, b, "GET", "/v1/me", "", 401, session...)
+	call(t, b, "POST", "/v1/sessions", `{"email":"`+erasedEmail+`","password":"Correct-Horse-9","deviceId":"phone-1"}`, 401)
+	// Whatever B answers from now on, the key it had cached stays unused:
+	// the sign-up of a new account with the freed address is sealed with a
+	// new key, and the old account's history still opens nothing.
+	call(t, b, "POST", "/v1/accounts", `{"email":"`+erasedEmail+`","password":"Correct-Horse-9"}`, 201)
+	if h := history(t, b, key, account); holdsPersonalData(h) {
+		t.Fatalf("the history on B shows personal data again: %s", h)
+	}
+}

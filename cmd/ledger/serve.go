@@ -42,7 +42,11 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	store = eventstore.Instrument(store, eventLogAdapter(cfg), registry)
 	runner := projections.NewRunner(pool, store, logger, registry, allProjections()...)
-	tokens := projections.NewTokenValidity(pool, store, logger)
+	// The token model reads no personal data: it tails the log as stored,
+	// so catching up costs it no key look-up, even while the keyring does
+	// not trust its cache (see forgetErasedKeys).
+	tokens := projections.NewTokenValidity(pool, eventstore.Raw(store), logger)
+	forgetErasedKeys(tokens, store)
 	webhooks, err := webhookSender(cfg, pool, logger)
 	if err != nil {
 		return err
