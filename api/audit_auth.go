@@ -79,6 +79,7 @@ func (h *handlers) revokeAuditor(c echo.Context) error {
 func (h *handlers) mountAudit(auditor *echo.Group) {
 	auditor.GET("/whoami", h.auditorWhoami)
 	h.mountChain(auditor)
+	h.mountSecurity(auditor)
 }
 
 // auditorWhoami names the auditor a key belongs to, so a key can be tried.

@@ -112,19 +112,14 @@ type historyLine struct {
 const historyPage = 1000
 
 // subjectHistory streams the subject's whole history, every stream merged
-// in log order, as NDJSON. It reads the log page by page and flushes as it
-// goes. Personal data is shown in clear while the subject's key exists and
-// as null after erasure.
+// in log order, as NDJSON. Personal data is shown in clear while the
+// subject's key exists and as null after erasure.
 func (h *handlers) subjectHistory(c echo.Context) error {
 	id, ranges, err := h.subjectStreams(c)
 	if err != nil {
 		return err
 	}
-	from, err := parseBound("from", c.QueryParam("from"))
-	if err != nil {
-		return err
-	}
-	to, err := parseBound("to", c.QueryParam("to"))
+	from, to, err := historyBounds(c)
 	if err != nil {
 		return err
 	}
@@ -135,6 +130,29 @@ func (h *handlers) subjectHistory(c echo.Context) error {
 			return err
 		}
 	}
+	return writeHistory(c, m, from, to, "history of "+id.String())
+}
+
+// historyBounds reads the ?from= and ?to= bounds of a replay.
+func historyBounds(c echo.Context) (from, to historyBound, err error) {
+	if from, err = parseBound("from", c.QueryParam("from")); err != nil {
+		return
+	}
+	to, err = parseBound("to", c.QueryParam("to"))
+	return
+}
+
+// historySource yields events in log order; nil is the end.
+type historySource interface {
+	next(ctx context.Context) (*eventstore.RecordedEvent, error)
+}
+
+// writeHistory streams the events of src between from and to as NDJSON,
+// one historyLine each, with secret digests redacted. It flushes every
+// historyPage lines, so memory is what src holds, however long the
+// history. what names the history in the error of a log that fails midway.
+func writeHistory(c echo.Context, src historySource, from, to historyBound, what string) error {
+	ctx := c.Request().Context()
 	res := c.Response()
 	res.Header().Set(echo.HeaderContentType, "application/x-ndjson")
 	res.Header().Set(echo.HeaderCacheControl, "no-store")
@@ -143,13 +161,13 @@ func (h *handlers) subjectHistory(c echo.Context) error {
 	enc := json.NewEncoder(w)
 	n := 0
 	for {
-		ev, err := m.next(ctx)
+		ev, err := src.next(ctx)
 		if err != nil {
 			// The status is sent: end the body with a line that says why,
 			// so a reader never takes a cut history for a whole one.
 			_ = enc.Encode(map[string]string{"error": "history interrupted: the event log failed"})
 			_ = w.Flush()
-			return fmt.Errorf("history of %s: %w", id, err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		if ev == nil || to.after(ev) {
 			break
@@ -315,25 +333,35 @@ func (h *handlers) grantAsOf(ctx context.Context, stream string, asOf time.Time)
 // grantPage is how many events of a grant stream one read brings.
 const grantPage = 500
 
-// grantFolds bounds the grant streams one answer reads at once: an answer
-// waits for its slowest stream, not for the sum of them.
-const grantFolds = 8
+// streamReads bounds the streams one answer reads at once (grant streams
+// folded, security streams read): an answer waits for its slowest stream,
+// not for the sum of them.
+const streamReads = 8
+
+// eachAtOnce runs do(0) … do(n-1), streamReads of them at once, and joins
+// their errors.
+func eachAtOnce(n int, do func(i int) error) error {
+	errs := make([]error, n)
+	sem := make(chan struct{}, streamReads)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = do(i)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
 
 func (h *handlers) grantsAsOf(c echo.Context, streams []string, asOf time.Time) error {
 	streams = slices.DeleteFunc(slices.Clone(streams), func(s string) bool { return !strings.HasPrefix(s, "grant-") })
 	records := make([]*consent.GrantRecord, len(streams))
-	errs := make([]error, len(streams))
-	sem := make(chan struct{}, grantFolds)
-	var wg sync.WaitGroup
-	for i, s := range streams {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			records[i], errs[i] = h.grantAsOf(c.Request().Context(), s, asOf)
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := eachAtOnce(len(streams), func(i int) (err error) {
+		records[i], err = h.grantAsOf(c.Request().Context(), streams[i], asOf)
+		return err
+	}); err != nil {
 		return err
 	}
 	out := []*consent.GrantRecord{}

@@ -63,7 +63,7 @@ func newLedgerServer(t *testing.T, open storeFactory, configure func(*api.App), 
 		store = sealed(t, pool, pg)
 	}
 	runner := projections.NewRunner(pool, store, nil, nil, projections.Accounts{}, projections.Enrollment{}, projections.Vehicles{}, projections.Steps{}, projections.Clients{}, projections.Consents{}, projections.OAuthTokens{},
-		projections.Subjects{}, projections.AuditCheckpoints{Every: 1})
+		projections.Subjects{}, projections.SecurityEvents{}, projections.AuditCheckpoints{Every: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = runner.Run(ctx) }()

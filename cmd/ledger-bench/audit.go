@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/consentledger/ledger/commands"
 	"github.com/consentledger/ledger/domain/account"
 	"github.com/consentledger/ledger/domain/consent"
+	"github.com/consentledger/ledger/domain/security"
 	"github.com/consentledger/ledger/eventstore"
 	"github.com/consentledger/ledger/projections"
 )
@@ -31,6 +33,8 @@ type auditRows struct {
 	pit                     enrollResult // point-in-time answers
 	export                  result       // one entry per whole export
 	exported                int          // events exported in the window
+	security                result       // one entry per whole security export
+	securityExported        int          // security events exported in the window
 }
 
 // Targets of the auditor rows.
@@ -44,8 +48,10 @@ const (
 // a subject with cfg.AuditEvents events at an instant in the middle of its
 // history (cfg.AuditClients concurrent auditors), and the NDJSON export of
 // a subject with cfg.AuditExportEvents events (one auditor, whole exports
-// back to back). The subjects' events are appended to the log directly
-// (grants and revocations to several partners) and not measured.
+// back to back), and the NDJSON export of the security history with
+// cfg.AuditExportEvents source limits, each on a stream of its own. The
+// subjects' events (grants and revocations to several partners) and the
+// source limits are appended to the log directly and not measured.
 func measureAudit(ctx context.Context, cfg Config, pool *pgxpool.Pool, inner eventstore.Store, logger *slog.Logger, progress io.Writer) (*auditRows, error) {
 	if cfg.AuditClients <= 0 {
 		return nil, nil
@@ -65,8 +71,11 @@ func measureAudit(ctx context.Context, cfg Config, pool *pgxpool.Pool, inner eve
 	if err != nil {
 		return nil, err
 	}
+	if err := appendSourceLimits(ctx, store, cfg.AuditExportEvents); err != nil {
+		return nil, err
+	}
 
-	runner := projections.NewRunner(pool, store, logger, nil, projections.Subjects{})
+	runner := projections.NewRunner(pool, store, logger, nil, projections.Subjects{}, projections.SecurityEvents{})
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel: deferred calls run last first
 	rctx, cancel := context.WithCancel(ctx)
@@ -111,22 +120,30 @@ func measureAudit(ctx context.Context, cfg Config, pool *pgxpool.Pool, inner eve
 	}
 	rows.pit = enrollResult{clients: cfg.AuditClients, result: r}
 
-	exportPath := "/v1/audit/accounts/" + exportSubject.String() + "/events"
-	if rows.export, err = measure(ctx, 1, cfg.Warmup, cfg.Duration, func(int) func(context.Context) error {
-		return func(ctx context.Context) error {
-			n, err := b.countLines(ctx, exportPath, auth)
-			if err == nil && n != cfg.AuditExportEvents {
-				err = fmt.Errorf("export of %d lines, want %d", n, cfg.AuditExportEvents)
+	// export measures whole NDJSON exports of path back to back, one
+	// auditor, each of cfg.AuditExportEvents lines.
+	export := func(path string) (result, error) {
+		return measure(ctx, 1, cfg.Warmup, cfg.Duration, func(int) func(context.Context) error {
+			return func(ctx context.Context) error {
+				n, err := b.countLines(ctx, path, auth)
+				if err == nil && n != cfg.AuditExportEvents {
+					err = fmt.Errorf("export of %s: %d lines, want %d", path, n, cfg.AuditExportEvents)
+				}
+				return err
 			}
-			return err
-		}
-	}); err != nil {
+		})
+	}
+	if rows.export, err = export("/v1/audit/accounts/" + exportSubject.String() + "/events"); err != nil {
 		return nil, fmt.Errorf("history export: %w", err)
 	}
 	rows.exported = len(rows.export.lat) * cfg.AuditExportEvents
-	fmt.Fprintf(progress, "point in time, %d auditors: %.0f/s, p50 %s, p99 %s; history export: %.0f events/s\n",
+	if rows.security, err = export("/v1/audit/security/events"); err != nil {
+		return nil, fmt.Errorf("security export: %w", err)
+	}
+	rows.securityExported = len(rows.security.lat) * cfg.AuditExportEvents
+	fmt.Fprintf(progress, "point in time, %d auditors: %.0f/s, p50 %s, p99 %s; history export: %.0f events/s; security export: %.0f events/s\n",
 		cfg.AuditClients, rows.pit.perSecond(), ms(rows.pit.lat.percentile(50)), ms(rows.pit.lat.percentile(99)),
-		float64(rows.exported)/rows.export.window.Seconds())
+		float64(rows.exported)/rows.export.window.Seconds(), float64(rows.securityExported)/rows.security.window.Seconds())
 	return rows, nil
 }
 
@@ -203,6 +220,23 @@ func appendSubject(ctx context.Context, store eventstore.Store, n int) (uuid.UUI
 	return id, middle, nil
 }
 
+// appendSourceLimits appends n source limits, each on the stream of an
+// address of its own: the security history's worst case, one log read per
+// event.
+func appendSourceLimits(ctx context.Context, store eventstore.Store, n int) error {
+	start := time.Now().Add(-time.Duration(n) * time.Second)
+	for i := range n {
+		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String()
+		at := start.Add(time.Duration(i) * time.Second)
+		data, _ := json.Marshal(security.SourceLimited{Source: src, Kind: "password", Failures: 100, LimitedUntil: at.Add(15 * time.Minute)})
+		if _, err := store.Append(ctx, security.SourceStream(src), eventstore.Any, eventstore.EventData{ID: uuid.New(),
+			Type: security.TypeSourceLimited, Data: data, Metadata: eventstore.Metadata{Actor: "system", OccurredAt: at}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (b *benchServer) get(ctx context.Context, path, auth string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.url+path, nil)
 	if err != nil {
@@ -262,4 +296,7 @@ func writeAuditReport(w io.Writer, cfg Config, r *auditRows) {
 	perSec := float64(r.exported) / r.export.window.Seconds()
 	fmt.Fprintf(w, "History export over HTTP (GET /v1/audit/accounts/{id}/events, NDJSON, a %d-event subject over %d streams, one auditor, whole exports back to back for %s): %.0f events/s, %d exports, p50 %s per export (target ≥ %d events/s: %s)\n\n",
 		r.exportEvents, auditPartners+1, cfg.Duration, perSec, len(r.export.lat), ms(r.export.lat.percentile(50)), targetExportPerSec, verdict(perSec >= targetExportPerSec))
+	secPerSec := float64(r.securityExported) / r.security.window.Seconds()
+	fmt.Fprintf(w, "Security history export over HTTP (GET /v1/audit/security/events, NDJSON, %d source limits each on a stream of its own, one auditor, whole exports back to back for %s): %.0f events/s, %d exports, p50 %s per export\n\n",
+		r.exportEvents, cfg.Duration, secPerSec, len(r.security.lat), ms(r.security.lat.percentile(50)))
 }

@@ -71,7 +71,7 @@ func TestRun(t *testing.T) {
 		t.Errorf("want a delivery line per subscriber:\n%s", report)
 	}
 	for _, want := range []string{"fsync=", "synchronous_commit=", "PostgreSQL 1", "enrollments/s", "pims.subscription.steps by stepsID", "OAuth2 introspection", "OAuth2 code exchanges",
-		"Point-in-time consents over HTTP", "History export over HTTP"} {
+		"Point-in-time consents over HTTP", "History export over HTTP", "Security history export over HTTP"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)
 		}

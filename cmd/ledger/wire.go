@@ -27,6 +27,7 @@ func allProjections() []projections.Projection {
 		projections.Webhooks{},
 		projections.OAuthTokens{},
 		projections.Subjects{},
+		projections.SecurityEvents{},
 		auditCheckpoints(),
 	}
 }
