@@ -601,14 +601,43 @@ func decodeMetadata(b []byte, m *Metadata) error {
 }
 
 func decodeFlatMetadata(b []byte, m *Metadata) bool {
+	var out Metadata
+	ok := ScanFlatObject(b, func(key, val []byte) bool {
+		switch string(key) {
+		case "correlationId":
+			out.CorrelationID = string(val)
+		case "causationId":
+			out.CausationID = string(val)
+		case "actor":
+			out.Actor = string(val)
+		case "occurredAt":
+			return out.OccurredAt.UnmarshalText(val) == nil
+		default:
+			return false
+		}
+		return true
+	})
+	if ok {
+		*m = out
+	}
+	return ok
+}
+
+// ScanFlatObject calls member for each member of b in order, if b is a JSON
+// object whose values are all strings, with neither escapes nor bytes
+// outside printable ASCII in keys or values: what jsonb prints for the
+// metadata and most payloads the log holds. It returns false when b is not
+// such an object or member returned false (having perhaps called member
+// for some of the members): the caller then decodes b with encoding/json,
+// which gives the result or the error for everything else. The views key
+// and val are valid only during the call.
+func ScanFlatObject(b []byte, member func(key, val []byte) bool) bool {
 	i := 0
 	space := func() {
 		for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
 			i++
 		}
 	}
-	// str reads a string without escapes or bytes outside printable ASCII
-	// at i, and returns it as a view of b.
 	str := func() ([]byte, bool) {
 		if i >= len(b) || b[i] != '"' {
 			return nil, false
@@ -627,7 +656,6 @@ func decodeFlatMetadata(b []byte, m *Metadata) bool {
 		}
 		return nil, false
 	}
-	var out Metadata
 	space()
 	if i >= len(b) || b[i] != '{' {
 		return false
@@ -650,21 +678,7 @@ func decodeFlatMetadata(b []byte, m *Metadata) bool {
 			i++
 			space()
 			val, ok := str()
-			if !ok {
-				return false
-			}
-			switch string(key) {
-			case "correlationId":
-				out.CorrelationID = string(val)
-			case "causationId":
-				out.CausationID = string(val)
-			case "actor":
-				out.Actor = string(val)
-			case "occurredAt":
-				if err := out.OccurredAt.UnmarshalText(val); err != nil {
-					return false
-				}
-			default:
+			if !ok || !member(key, val) {
 				return false
 			}
 			space()
@@ -680,9 +694,5 @@ func decodeFlatMetadata(b []byte, m *Metadata) bool {
 		}
 	}
 	space()
-	if i != len(b) {
-		return false
-	}
-	*m = out
-	return true
+	return i == len(b)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -82,14 +83,14 @@ type accountRow struct {
 // errNotFolded says ApplyBatch leaves a batch to Apply, event by event.
 var errNotFolded = errors.New("accounts: batch left to Apply")
 
-// ApplyBatch implements BatchApplier. The accounts registered in the batch
+// FoldBatch implements BatchApplier. The accounts registered in the batch
 // are folded in memory, with every later event of theirs, the way Apply's
 // statements would change their rows, and written with one COPY. Events of
 // accounts registered before the batch go to Apply after the COPY: they
 // touch other rows, so the order between the two does not matter. A
 // registration of an account the batch already registered, or whose earlier
 // events of the batch went to Apply, is left to the event-by-event replay.
-func (a Accounts) ApplyBatch(ctx context.Context, tx pgx.Tx, evs []eventstore.RecordedEvent) error {
+func (a Accounts) FoldBatch(evs []eventstore.RecordedEvent) (BatchWrite, error) {
 	rows := make(map[uuid.UUID]*accountRow, len(evs))
 	var order []*accountRow
 	var rest []eventstore.RecordedEvent
@@ -100,14 +101,14 @@ func (a Accounts) ApplyBatch(ctx context.Context, tx pgx.Tx, evs []eventstore.Re
 		default:
 			continue
 		}
-		payload, err := account.Decode(ev.Type, ev.Data)
+		payload, err := decodeAccount(ev.Type, ev.Data)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		at := ev.Metadata.OccurredAt
 		if e, ok := payload.(*account.Registered); ok {
 			if rows[e.AccountID] != nil || elsewhere[e.AccountID] {
-				return errNotFolded
+				return nil, errNotFolded
 			}
 			r := &accountRow{id: e.AccountID, status: "pending_activation", createdAt: at, updatedAt: at}
 			if e.Email != "" {
@@ -145,21 +146,79 @@ func (a Accounts) ApplyBatch(ctx context.Context, tx pgx.Tx, evs []eventstore.Re
 			r.noticePending, r.updatedAt = false, at
 		}
 	}
-	if len(order) > 0 {
-		_, err := tx.CopyFrom(ctx, pgx.Identifier{"accounts"},
-			[]string{"account_id", "email", "status", "created_at", "activated_at", "provisioned_by", "notice_pending", "updated_at"},
-			pgx.CopyFromSlice(len(order), func(i int) ([]any, error) {
-				r := order[i]
-				return []any{pgtype.UUID{Bytes: r.id, Valid: true}, r.email, r.status, r.createdAt, r.activatedAt, r.provisionedBy, r.noticePending, r.updatedAt}, nil
-			}))
-		if err != nil {
-			return err
+	return func(ctx context.Context, tx pgx.Tx) error {
+		if len(order) > 0 {
+			_, err := tx.CopyFrom(ctx, pgx.Identifier{"accounts"},
+				[]string{"account_id", "email", "status", "created_at", "activated_at", "provisioned_by", "notice_pending", "updated_at"},
+				pgx.CopyFromSlice(len(order), func(i int) ([]any, error) {
+					r := order[i]
+					return []any{pgtype.UUID{Bytes: r.id, Valid: true}, r.email, r.status, r.createdAt, r.activatedAt, r.provisionedBy, r.noticePending, r.updatedAt}, nil
+				}))
+			if err != nil {
+				return err
+			}
+		}
+		for _, ev := range rest {
+			if err := a.Apply(ctx, tx, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil
+}
+
+// decodeAccount is account.Decode with a fast path for registrations and
+// activations stored as flat objects of plain strings (eventstore.
+// ScanFlatObject), the bulk of a large log: each member is decoded as
+// encoding/json decodes it into the payload's field (a uuid or a time by
+// its UnmarshalText), members of other names are ignored as it ignores
+// them, and anything it would treat otherwise (a name matching a field only
+// case-insensitively, a value that does not parse) goes to account.Decode,
+// so that the payloads and the errors are always its own.
+func decodeAccount(typ string, data []byte) (any, error) {
+	switch typ {
+	case account.TypeRegistered:
+		var e account.Registered
+		if eventstore.ScanFlatObject(data, func(key, val []byte) bool {
+			switch string(key) {
+			case "accountId":
+				return e.AccountID.UnmarshalText(val) == nil
+			case "email":
+				e.Email = string(val)
+			case "passwordHash":
+				e.PasswordHash = string(val)
+			case "activationSecretHash":
+				e.ActivationSecretHash = string(val)
+			case "activationExpiresAt":
+				return e.ActivationExpiresAt.UnmarshalText(val) == nil
+			default:
+				return !foldsTo(key, "accountId", "email", "passwordHash", "activationSecretHash", "activationExpiresAt")
+			}
+			return true
+		}) {
+			return &e, nil
+		}
+	case account.TypeActivated:
+		var e account.Activated
+		if eventstore.ScanFlatObject(data, func(key, val []byte) bool {
+			if string(key) == "accountId" {
+				return e.AccountID.UnmarshalText(val) == nil
+			}
+			return !foldsTo(key, "accountId")
+		}) {
+			return &e, nil
 		}
 	}
-	for _, ev := range rest {
-		if err := a.Apply(ctx, tx, ev); err != nil {
-			return err
+	return account.Decode(typ, data)
+}
+
+// foldsTo reports whether encoding/json would decode the member key into a
+// field of one of these names, though not equal to any of them.
+func foldsTo(key []byte, names ...string) bool {
+	for _, n := range names {
+		if strings.EqualFold(string(key), n) {
+			return true
 		}
 	}
-	return nil
+	return false
 }

@@ -196,13 +196,16 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 		return err
 	}
 	st.head = head
-	// The next batch is read while this one is applied.
+	// The next batches are read (and folded, see BatchApplier) while this
+	// one is written.
 	type read struct {
 		evs []eventstore.RecordedEvent
+		fold
 		err error
 	}
 	batch := rebuildBatch
-	reads := make(chan read, 1)
+	folder, _ := j.p.(BatchApplier)
+	reads := make(chan read, 2)
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	go func() {
@@ -210,8 +213,12 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 		var pos eventstore.Position
 		for {
 			evs, err := j.store.ReadAll(readCtx, pos, batch)
+			var f fold
+			if err == nil && folder != nil && len(evs) > 0 {
+				f = foldSafely(folder, evs)
+			}
 			select {
-			case reads <- read{evs, err}:
+			case reads <- read{evs, f, err}:
 			case <-readCtx.Done():
 				return
 			}
@@ -226,7 +233,7 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 			return r.err
 		}
 		if len(r.evs) > 0 {
-			if err := j.buildBatch(ctx, searchPath, phase, &st, r.evs); err != nil {
+			if err := j.buildBatch(ctx, searchPath, phase, &st, r.evs, r.fold); err != nil {
 				return err
 			}
 			progress()
@@ -310,11 +317,11 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 // buildBatch applies one batch to the shadow tables in a transaction of its
 // own. The shadow is thrown away unless the swap commits, and the swap's
 // commit is synchronous, so these commits need not wait for their flush.
-// The batch goes to ApplyBatch if the projection has one (BatchApplier),
+// The batch is written as folded (BatchApplier) if the projection folds,
 // else its statements are pipelined (pipeTx), until a batch diverges from
-// what was assumed; that batch is applied again statement by statement, and
-// so are the rest of this rebuild's.
-func (j *RebuildJob) buildBatch(ctx context.Context, searchPath, phase string, st *rebuildState, evs []eventstore.RecordedEvent) error {
+// what was assumed or does not fold; that batch is applied again statement
+// by statement, and so are the rest of this rebuild's.
+func (j *RebuildJob) buildBatch(ctx context.Context, searchPath, phase string, st *rebuildState, evs []eventstore.RecordedEvent, f fold) error {
 	attempt := func(exact bool) (rebuildState, error) {
 		next := *st
 		err := pgx.BeginFunc(ctx, j.conn, func(tx pgx.Tx) error {
@@ -328,8 +335,11 @@ func (j *RebuildJob) buildBatch(ctx context.Context, searchPath, phase string, s
 				return recordProgress(ctx, tx, j.p.Name(), phase, next)
 			}
 			pt := newPipeTx(tx)
-			if b, ok := j.p.(BatchApplier); ok {
-				if err := applyBatchSafely(ctx, pt, b, evs); err != nil {
+			if _, ok := j.p.(BatchApplier); ok {
+				if f.err != nil {
+					return f.err
+				}
+				if err := f.write.run(ctx, pt); err != nil {
 					return err
 				}
 				for _, ev := range evs {
@@ -369,14 +379,31 @@ func (j *RebuildJob) buildBatch(ctx context.Context, searchPath, phase string, s
 	return nil
 }
 
-// applyBatchSafely is applySafely for ApplyBatch.
-func applyBatchSafely(ctx context.Context, tx pgx.Tx, b BatchApplier, evs []eventstore.RecordedEvent) (err error) {
+// fold is what FoldBatch made of a batch.
+type fold struct {
+	write BatchWrite
+	err   error
+}
+
+// foldSafely is applySafely for FoldBatch.
+func foldSafely(b BatchApplier, evs []eventstore.RecordedEvent) (f fold) {
+	defer func() {
+		if r := recover(); r != nil {
+			f = fold{err: fmt.Errorf("panic: %v", r)}
+		}
+	}()
+	f.write, f.err = b.FoldBatch(evs)
+	return f
+}
+
+// run is applySafely for a BatchWrite.
+func (w BatchWrite) run(ctx context.Context, tx pgx.Tx) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v", r)
 		}
 	}()
-	return b.ApplyBatch(ctx, tx, evs)
+	return w(ctx, tx)
 }
 
 func (j *RebuildJob) applyAll(ctx context.Context, tx pgx.Tx, st *rebuildState, evs []eventstore.RecordedEvent) error {
