@@ -199,9 +199,9 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 	// The next batches are read (and folded, see BatchApplier) while this
 	// one is written.
 	type read struct {
-		evs []eventstore.RecordedEvent
-		fold
-		err error
+		evs  []eventstore.RecordedEvent
+		fold <-chan fold // FoldBatch's answer, nil if p does not fold
+		err  error
 	}
 	batch := rebuildBatch
 	folder, _ := j.p.(BatchApplier)
@@ -213,9 +213,11 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 		var pos eventstore.Position
 		for {
 			evs, err := j.store.ReadAll(readCtx, pos, batch)
-			var f fold
+			var f chan fold
 			if err == nil && folder != nil && len(evs) > 0 {
-				f = foldSafely(folder, evs)
+				// Folded while the next batch is read.
+				f = make(chan fold, 1)
+				go func() { f <- foldSafely(folder, evs) }()
 			}
 			select {
 			case reads <- read{evs, f, err}:
@@ -233,7 +235,11 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 			return r.err
 		}
 		if len(r.evs) > 0 {
-			if err := j.buildBatch(ctx, searchPath, phase, &st, r.evs, r.fold); err != nil {
+			var f fold
+			if r.fold != nil {
+				f = <-r.fold
+			}
+			if err := j.buildBatch(ctx, searchPath, phase, &st, r.evs, f); err != nil {
 				return err
 			}
 			progress()
