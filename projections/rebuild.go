@@ -132,9 +132,10 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p 
 // it has caught up with the log; the tables are made logged and get their
 // late indexes, and one short transaction takes the projection's lock (the
 // live runner waits), applies what was appended meanwhile, moves the live
-// tables out and the shadow tables in, and writes the checkpoint. Queries read the old tables until
-// that commit and the new ones after it, never a half-built model. report
-// may be nil. Run releases the rebuild lock when it returns.
+// tables out and the shadow tables in, and writes the checkpoint. Queries
+// read the old tables until that commit and the new ones after it, never a
+// half-built model. report may be nil. Run releases the rebuild lock when
+// it returns.
 func (j *RebuildJob) Run(ctx context.Context, report func(Progress)) (err error) {
 	defer j.unlock()
 	defer func() {
