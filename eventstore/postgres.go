@@ -390,14 +390,20 @@ func (p *Postgres) query(ctx context.Context, q querier, sql string, args ...any
 	}
 	defer rows.Close()
 	var out []RecordedEvent
+	// Scanned as bytes: the id binary (uuid.UUID would go through its text
+	// form), data as it is stored (json.RawMessage would be validated by
+	// encoding/json again, though the column is jsonb), metadata by
+	// decodeMetadata.
+	var id pgtype.UUID
+	var data, meta []byte
+	var rev, pos, tx int64
 	for rows.Next() {
 		var e RecordedEvent
-		var rev, pos, tx int64
-		var meta []byte
-		if err := rows.Scan(&e.ID, &e.StreamID, &rev, &pos, &tx, &e.Type, &e.Data, &meta, &e.PrevHash, &e.Hash); err != nil {
+		if err := rows.Scan(&id, &e.StreamID, &rev, &pos, &tx, &e.Type, &data, &meta, &e.PrevHash, &e.Hash); err != nil {
 			return nil, fmt.Errorf("read events: %w", err)
 		}
-		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
+		e.ID, e.Data = id.Bytes, data
+		if err := decodeMetadata(meta, &e.Metadata); err != nil {
 			return nil, fmt.Errorf("read events: metadata of %s: %w", e.ID, err)
 		}
 		e.Revision, e.Position = uint64(rev), Position{Commit: uint64(tx), Prepare: uint64(pos)}
@@ -578,3 +584,115 @@ func (p *Postgres) Pool() *pgxpool.Pool { return p.pool }
 
 // ConnString is the connection string of the log's database.
 func (p *Postgres) ConnString() string { return p.pool.Config().ConnString() }
+
+// decodeMetadata is json.Unmarshal(b, m) with a fast path for what the log
+// holds: a flat object of string values without escapes, as jsonb prints the
+// metadata the appends write. Anything else (escapes, non-ASCII, other value
+// kinds, keys that differ from the field names, a time that does not parse)
+// goes to encoding/json, so the result and the errors are always its own.
+// Reading the log, encoding/json's generic decoding was most of the client's
+// time per event.
+func decodeMetadata(b []byte, m *Metadata) error {
+	if decodeFlatMetadata(b, m) {
+		return nil
+	}
+	*m = Metadata{}
+	return json.Unmarshal(b, m)
+}
+
+func decodeFlatMetadata(b []byte, m *Metadata) bool {
+	var out Metadata
+	ok := ScanFlatObject(b, func(key, val []byte) bool {
+		switch string(key) {
+		case "correlationId":
+			out.CorrelationID = string(val)
+		case "causationId":
+			out.CausationID = string(val)
+		case "actor":
+			out.Actor = string(val)
+		case "occurredAt":
+			return out.OccurredAt.UnmarshalText(val) == nil
+		default:
+			return false
+		}
+		return true
+	})
+	if ok {
+		*m = out
+	}
+	return ok
+}
+
+// ScanFlatObject calls member for each member of b in order, if b is a JSON
+// object whose values are all strings, with neither escapes nor bytes
+// outside printable ASCII in keys or values: what jsonb prints for the
+// metadata and most payloads the log holds. It returns false when b is not
+// such an object or member returned false (having perhaps called member
+// for some of the members): the caller then decodes b with encoding/json,
+// which gives the result or the error for everything else. The views key
+// and val are valid only during the call.
+func ScanFlatObject(b []byte, member func(key, val []byte) bool) bool {
+	i := 0
+	space := func() {
+		for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+			i++
+		}
+	}
+	str := func() ([]byte, bool) {
+		if i >= len(b) || b[i] != '"' {
+			return nil, false
+		}
+		i++
+		start := i
+		for ; i < len(b); i++ {
+			c := b[i]
+			if c == '"' {
+				i++
+				return b[start : i-1], true
+			}
+			if c == '\\' || c < 0x20 || c >= 0x80 {
+				return nil, false
+			}
+		}
+		return nil, false
+	}
+	space()
+	if i >= len(b) || b[i] != '{' {
+		return false
+	}
+	i++
+	space()
+	if i < len(b) && b[i] == '}' {
+		i++
+	} else {
+		for {
+			space()
+			key, ok := str()
+			if !ok {
+				return false
+			}
+			space()
+			if i >= len(b) || b[i] != ':' {
+				return false
+			}
+			i++
+			space()
+			val, ok := str()
+			if !ok || !member(key, val) {
+				return false
+			}
+			space()
+			if i < len(b) && b[i] == ',' {
+				i++
+				continue
+			}
+			if i < len(b) && b[i] == '}' {
+				i++
+				break
+			}
+			return false
+		}
+	}
+	space()
+	return i == len(b)
+}

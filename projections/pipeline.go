@@ -41,11 +41,12 @@ func (p *pipeTx) Exec(_ context.Context, sql string, args ...any) (pgconn.Comman
 
 // assumedTag is the answer of a statement that touched one row.
 func assumedTag(sql string) pgconn.CommandTag {
-	verb := strings.ToUpper(strings.TrimSpace(sql))
+	verb := strings.TrimLeft(sql, " \t\r\n")
+	verb = verb[:min(len(verb), 6)]
 	switch {
-	case strings.HasPrefix(verb, "INSERT"):
+	case strings.EqualFold(verb, "INSERT"):
 		return pgconn.NewCommandTag("INSERT 0 1")
-	case strings.HasPrefix(verb, "DELETE"):
+	case strings.EqualFold(verb, "DELETE"):
 		return pgconn.NewCommandTag("DELETE 1")
 	default:
 		return pgconn.NewCommandTag("UPDATE 1")

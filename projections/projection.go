@@ -30,6 +30,37 @@ type Projection interface {
 	Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEvent) error
 }
 
+// BatchApplier is a Projection that can apply a run of events at once: a
+// rebuild uses it while it fills the shadow tables, where one multi-row
+// statement or COPY replaces a statement per event.
+//
+// FoldBatch reads the events into a BatchWrite without touching the
+// database, so that a rebuild folds a batch while it writes the one before;
+// the BatchWrite then writes them in the batch's transaction. Together they
+// must leave the tables exactly as Apply event by event would. Where they
+// cannot tell (an event they do not expect, a row already there), they
+// return an error, and the rebuild rolls the batch back and applies it event
+// by event, which names the failing event if there is one. The BatchWrite's
+// tx may be pipelined like Apply's (see pipeTx). A type that embeds a
+// BatchApplier and changes Apply must change FoldBatch too.
+type BatchApplier interface {
+	Projection
+	FoldBatch(evs []eventstore.RecordedEvent) (BatchWrite, error)
+}
+
+// BatchWrite writes what FoldBatch folded.
+type BatchWrite func(ctx context.Context, tx pgx.Tx) error
+
+// LateIndexer is a Projection some of whose indexes serve only the queries,
+// never Apply's statements: a rebuild creates them once the shadow tables
+// are filled instead of maintaining them entry by entry. Unique indexes and
+// those of primary keys may not be listed (ON CONFLICT and the handlers'
+// lookups rely on them while applying).
+type LateIndexer interface {
+	Projection
+	LateIndexes() []string
+}
+
 // lock serializes everything that writes one projection's tables or
 // checkpoint: live batches, rebuilds, and (later) other instances. Advisory
 // locks take no transaction id, so waiting for one does not hold back the

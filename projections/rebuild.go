@@ -39,8 +39,14 @@ var ErrRebuildInProgress = errors.New("a rebuild of this projection is already r
 
 // RebuildBatch is how many events one shadow-building transaction applies.
 // Each batch commits on its own, so a rebuild never holds a transaction (and
-// the log readers' xmin) for longer than one batch.
-const RebuildBatch = 2000
+// the log readers' xmin) for longer than one batch: with the shadow tables
+// unlogged and their late indexes not built yet, 10,000 events take a
+// fraction of a second.
+const RebuildBatch = 10000
+
+// rebuildBatch is RebuildBatch; tests make it smaller to see several
+// batches over a small log.
+var rebuildBatch = RebuildBatch
 
 // advisoryKey is the advisory-lock key of one purpose for one projection.
 func advisoryKey(purpose, name string) int64 {
@@ -60,7 +66,8 @@ type RebuildJob struct {
 	p     Projection
 	conn  *pgx.Conn
 	start time.Time
-	exact bool // pipelining diverged once: apply statement by statement
+	exact bool     // pipelining diverged once: apply statement by statement
+	late  []string // definitions of the late indexes (LateIndexer), dropped from the shadow until it is filled
 }
 
 // BeginRebuild takes the rebuild lock of p, or returns ErrRebuildInProgress,
@@ -118,13 +125,17 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, p 
 
 // Run builds the new version of the read model into shadow tables (a schema
 // of its own holding a copy of each table's definition), in batches of
-// RebuildBatch events from position 0, each batch its own transaction. When
-// a batch comes back short it has caught up with the log, and one short
-// transaction takes the projection's lock (the live runner waits), applies
-// what was appended meanwhile, moves the live tables out and the shadow
-// tables in, and writes the checkpoint. Queries read the old tables until
-// that commit and the new ones after it, never a half-built model. report
-// may be nil. Run releases the rebuild lock when it returns.
+// RebuildBatch events from position 0, each batch its own transaction. The
+// shadow tables are unlogged while they fill: nobody reads them, and a
+// rebuild that dies (or a server crash, which empties unlogged tables) is
+// started over from scratch by the next one. When a batch comes back short
+// it has caught up with the log; the tables are made logged and get their
+// late indexes, and one short transaction takes the projection's lock (the
+// live runner waits), applies what was appended meanwhile, moves the live
+// tables out and the shadow tables in, and writes the checkpoint. Queries
+// read the old tables until that commit and the new ones after it, never a
+// half-built model. report may be nil. Run releases the rebuild lock when
+// it returns.
 func (j *RebuildJob) Run(ctx context.Context, report func(Progress)) (err error) {
 	defer j.unlock()
 	defer func() {
@@ -186,25 +197,35 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 		return err
 	}
 	st.head = head
-	// The next batch is read while this one is applied.
+	// The next batches are read (and folded, see BatchApplier) while this
+	// one is written.
 	type read struct {
-		evs []eventstore.RecordedEvent
-		err error
+		evs  []eventstore.RecordedEvent
+		fold <-chan fold // FoldBatch's answer, nil if p does not fold
+		err  error
 	}
-	reads := make(chan read, 1)
+	batch := rebuildBatch
+	folder, _ := j.p.(BatchApplier)
+	reads := make(chan read, 2)
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	go func() {
 		defer close(reads)
 		var pos eventstore.Position
 		for {
-			evs, err := j.store.ReadAll(readCtx, pos, RebuildBatch)
+			evs, err := j.store.ReadAll(readCtx, pos, batch)
+			var f chan fold
+			if err == nil && folder != nil && len(evs) > 0 {
+				// Folded while the next batch is read.
+				f = make(chan fold, 1)
+				go func() { f <- foldSafely(folder, evs) }()
+			}
 			select {
-			case reads <- read{evs, err}:
+			case reads <- read{evs, f, err}:
 			case <-readCtx.Done():
 				return
 			}
-			if err != nil || len(evs) < RebuildBatch {
+			if err != nil || len(evs) < batch {
 				return
 			}
 			pos = evs[len(evs)-1].Position
@@ -215,7 +236,11 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 			return r.err
 		}
 		if len(r.evs) > 0 {
-			if err := j.buildBatch(ctx, searchPath, phase, &st, r.evs); err != nil {
+			var f fold
+			if r.fold != nil {
+				f = <-r.fold
+			}
+			if err := j.buildBatch(ctx, searchPath, phase, &st, r.evs, f); err != nil {
 				return err
 			}
 			progress()
@@ -226,6 +251,9 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 				return err
 			}
 		}
+	}
+	if err := j.finishShadow(ctx, shadow); err != nil {
+		return err
 	}
 	// Fresh statistics before the swap, so that the first queries on the
 	// new tables are planned on their real sizes.
@@ -248,7 +276,7 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 		// holds back the log's xmin, so the reads below end, and whatever
 		// they do not return comes after the checkpoint written here.
 		for {
-			evs, err := j.store.ReadAll(ctx, st.pos, RebuildBatch)
+			evs, err := j.store.ReadAll(ctx, st.pos, batch)
 			if err != nil {
 				return err
 			}
@@ -296,24 +324,36 @@ func (j *RebuildJob) run(ctx context.Context, report func(Progress)) error {
 // buildBatch applies one batch to the shadow tables in a transaction of its
 // own. The shadow is thrown away unless the swap commits, and the swap's
 // commit is synchronous, so these commits need not wait for their flush.
-// The batch's statements are pipelined (pipeTx) until a batch diverges from
-// the pipeline's assumption; that batch is applied again statement by
-// statement, and so are the rest of this rebuild's.
-func (j *RebuildJob) buildBatch(ctx context.Context, searchPath, phase string, st *rebuildState, evs []eventstore.RecordedEvent) error {
-	attempt := func(pipelined bool) (rebuildState, error) {
+// The batch is written as folded (BatchApplier) if the projection folds,
+// else its statements are pipelined (pipeTx), until a batch diverges from
+// what was assumed or does not fold; that batch is applied again statement
+// by statement, and so are the rest of this rebuild's.
+func (j *RebuildJob) buildBatch(ctx context.Context, searchPath, phase string, st *rebuildState, evs []eventstore.RecordedEvent, f fold) error {
+	attempt := func(exact bool) (rebuildState, error) {
 		next := *st
 		err := pgx.BeginFunc(ctx, j.conn, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, searchPath+"; SET LOCAL synchronous_commit = off"); err != nil {
 				return err
 			}
-			if !pipelined {
+			if exact {
 				if err := j.applyAll(ctx, tx, &next, evs); err != nil {
 					return err
 				}
 				return recordProgress(ctx, tx, j.p.Name(), phase, next)
 			}
 			pt := newPipeTx(tx)
-			if err := j.applyAll(ctx, pt, &next, evs); err != nil {
+			if _, ok := j.p.(BatchApplier); ok {
+				if f.err != nil {
+					return f.err
+				}
+				if err := f.write.run(ctx, pt); err != nil {
+					return err
+				}
+				for _, ev := range evs {
+					next.pos, next.last = ev.Position, ev.Metadata.OccurredAt
+				}
+				next.applied += int64(len(evs))
+			} else if err := j.applyAll(ctx, pt, &next, evs); err != nil {
 				return err
 			}
 			if err := pt.flush(ctx); err != nil {
@@ -324,7 +364,7 @@ func (j *RebuildJob) buildBatch(ctx context.Context, searchPath, phase string, s
 		return next, err
 	}
 	if !j.exact {
-		next, err := attempt(true)
+		next, err := attempt(false)
 		if err == nil {
 			*st = next
 			wakeLog(j.store)
@@ -337,13 +377,40 @@ func (j *RebuildJob) buildBatch(ctx context.Context, searchPath, phase string, s
 		// what really happens, errors included.
 		j.exact = true
 	}
-	next, err := attempt(false)
+	next, err := attempt(true)
 	if err != nil {
 		return err
 	}
 	*st = next
 	wakeLog(j.store)
 	return nil
+}
+
+// fold is what FoldBatch made of a batch.
+type fold struct {
+	write BatchWrite
+	err   error
+}
+
+// foldSafely is applySafely for FoldBatch.
+func foldSafely(b BatchApplier, evs []eventstore.RecordedEvent) (f fold) {
+	defer func() {
+		if r := recover(); r != nil {
+			f = fold{err: fmt.Errorf("panic: %v", r)}
+		}
+	}()
+	f.write, f.err = b.FoldBatch(evs)
+	return f
+}
+
+// run is applySafely for a BatchWrite.
+func (w BatchWrite) run(ctx context.Context, tx pgx.Tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return w(ctx, tx)
 }
 
 func (j *RebuildJob) applyAll(ctx context.Context, tx pgx.Tx, st *rebuildState, evs []eventstore.RecordedEvent) error {
@@ -364,10 +431,12 @@ func recordProgress(ctx context.Context, tx pgx.Tx, name, phase string, st rebui
 	return err
 }
 
-// createShadow makes an empty copy of each of p's tables in the shadow
-// schema, with the live tables' columns, defaults, constraints and indexes
-// under the live indexes' names, so that the tables swapped in are the ones
-// the migrations made. A shadow left by a rebuild that died is dropped first.
+// createShadow makes an empty unlogged copy of each of p's tables in the
+// shadow schema, with the live tables' columns, defaults, constraints and
+// indexes under the live indexes' names, so that the tables swapped in are
+// the ones the migrations made. The late indexes (LateIndexer) are dropped
+// from the copy and their definitions kept for finishShadow. A shadow left
+// by a rebuild that died is dropped first, whatever it holds.
 func (j *RebuildJob) createShadow(ctx context.Context, live, shadow, retired string) error {
 	return pgx.BeginFunc(ctx, j.pool, func(tx pgx.Tx) error {
 		for _, s := range []string{shadow, retired} {
@@ -379,7 +448,7 @@ func (j *RebuildJob) createShadow(ctx context.Context, live, shadow, retired str
 			return err
 		}
 		for _, t := range j.p.Tables() {
-			_, err := tx.Exec(ctx, fmt.Sprintf("CREATE TABLE %s (LIKE %s INCLUDING ALL)",
+			_, err := tx.Exec(ctx, fmt.Sprintf("CREATE UNLOGGED TABLE %s (LIKE %s INCLUDING ALL)",
 				pgx.Identifier{shadow, t}.Sanitize(), pgx.Identifier{live, t}.Sanitize()))
 			if err != nil {
 				return fmt.Errorf("shadow of %s: %w", t, err)
@@ -388,8 +457,50 @@ func (j *RebuildJob) createShadow(ctx context.Context, live, shadow, retired str
 				return err
 			}
 		}
+		j.late = nil
+		if li, ok := j.p.(LateIndexer); ok {
+			for _, name := range li.LateIndexes() {
+				var def string
+				var unique bool
+				err := tx.QueryRow(ctx, `
+					SELECT pg_get_indexdef(i.indexrelid), i.indisunique OR i.indisprimary
+					FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+					WHERE c.relnamespace = $1::regnamespace AND c.relname = $2`, shadow, name).Scan(&def, &unique)
+				if err != nil {
+					return fmt.Errorf("late index %s: %w", name, err)
+				}
+				if unique {
+					return fmt.Errorf("late index %s is unique: applying needs it", name)
+				}
+				if _, err := tx.Exec(ctx, "DROP INDEX "+pgx.Identifier{shadow, name}.Sanitize()); err != nil {
+					return err
+				}
+				j.late = append(j.late, def)
+			}
+		}
 		return nil
 	})
+}
+
+// finishShadow makes the filled shadow tables logged, so that they are
+// durable from the swap on, and creates their late indexes. Made logged
+// first: the rewrite that makes a table logged rebuilds its indexes, so an
+// index created before it would be built twice. Each is one statement on
+// the whole table (a few seconds for a million rows), outside the swap's
+// lock: the live runner goes on meanwhile, though the log delivers nothing
+// committed after such a statement began until it ends.
+func (j *RebuildJob) finishShadow(ctx context.Context, shadow string) error {
+	for _, t := range j.p.Tables() {
+		if _, err := j.conn.Exec(ctx, "ALTER TABLE "+pgx.Identifier{shadow, t}.Sanitize()+" SET LOGGED"); err != nil {
+			return fmt.Errorf("shadow of %s: %w", t, err)
+		}
+	}
+	for _, def := range j.late {
+		if _, err := j.conn.Exec(ctx, def); err != nil {
+			return fmt.Errorf("shadow index: %w", err)
+		}
+	}
+	return nil
 }
 
 // indexShape is an index definition without its name and table, to match
