@@ -67,7 +67,15 @@ var (
 // as fosite's HMAC strategy does, with a pool of keyed hashes: keying one
 // costs more than the signature.
 type tokenVerifier struct {
-	pool sync.Pool
+	pool sync.Pool // of *keyedHash
+}
+
+// keyedHash is a keyed HMAC with room for its input and output, which
+// would escape to the heap through the hash.Hash interface otherwise.
+type keyedHash struct {
+	h    hash.Hash
+	key  [64]byte
+	want [sha512.Size256]byte
 }
 
 func newTokenVerifier(secret []byte) *tokenVerifier {
@@ -76,30 +84,29 @@ func newTokenVerifier(secret []byte) *tokenVerifier {
 	}
 	var key [32]byte
 	copy(key[:], secret) // fosite keys with the first 32 bytes
-	return &tokenVerifier{pool: sync.Pool{New: func() any { return hmac.New(sha512.New512_256, key[:]) }}}
+	return &tokenVerifier{pool: sync.Pool{New: func() any { return &keyedHash{h: hmac.New(sha512.New512_256, key[:])} }}}
 }
 
-// valid reports whether token, "key.signature" in unpadded base64url, is
-// signed with the server's key.
+// valid reports whether a token's key part carries sig, both unpadded
+// base64url. It allocates nothing.
 func (v *tokenVerifier) valid(key, sig string) bool {
-	var k [64]byte
-	var s, want [sha512.Size256]byte
-	if base64.RawURLEncoding.DecodedLen(len(key)) > len(k) || base64.RawURLEncoding.DecodedLen(len(sig)) != len(s) {
+	var enc [96]byte // an encoded part; a token's are 43 characters
+	var s [sha512.Size256]byte
+	if len(key) > len(enc) || base64.RawURLEncoding.DecodedLen(len(sig)) != len(s) {
 		return false
 	}
-	n, err := base64.RawURLEncoding.Decode(k[:], []byte(key))
+	if m, err := base64.RawURLEncoding.Decode(s[:], enc[:copy(enc[:], sig)]); err != nil || m != len(s) {
+		return false
+	}
+	kh := v.pool.Get().(*keyedHash)
+	defer v.pool.Put(kh)
+	n, err := base64.RawURLEncoding.Decode(kh.key[:], enc[:copy(enc[:], key)])
 	if err != nil {
 		return false
 	}
-	if m, err := base64.RawURLEncoding.Decode(s[:], []byte(sig)); err != nil || m != len(s) {
-		return false
-	}
-	h := v.pool.Get().(hash.Hash)
-	h.Reset()
-	h.Write(k[:n])
-	h.Sum(want[:0])
-	v.pool.Put(h)
-	return hmac.Equal(want[:], s[:])
+	kh.h.Reset()
+	kh.h.Write(kh.key[:n])
+	return hmac.Equal(kh.h.Sum(kh.want[:0]), s[:])
 }
 
 // introspectForm is what the fast path accepts of the form.
@@ -298,20 +305,26 @@ func (o *oauthProvider) introspection(c echo.Context, m *projections.TokenValidi
 		out = append(out, ']')
 	}
 	out = append(out, `,"client_id":`...)
-	out = appendJSONString(out, client.ID.String())
+	out = appendUUID(out, client.ID)
 	out = append(out, `,"exp":`...)
 	out = strconv.AppendInt(out, t.ExpiresAt.Unix(), 10)
 	out = append(out, `,"iat":`...)
 	out = strconv.AppendInt(out, t.RequestedAt.Unix(), 10)
-	out = append(out, `,"iss":`...)
-	out = appendJSONString(out, o.issuer(c))
+	out = append(out, `,"iss":"`...)
+	if o.publicURL != "" {
+		out = appendJSONChars(out, o.publicURL)
+	} else { // o.issuer, without building the string
+		out = appendJSONChars(appendJSONChars(out, c.Scheme()), "://")
+		out = appendJSONChars(out, c.Request().Host)
+	}
+	out = append(out, '"')
 	if scopes := distinct(t.GrantedScopes); len(scopes) > 0 {
 		out = append(out, `,"scope":`...)
 		out = appendJSONString(out, strings.Join(scopes, " "))
 	}
 	if t.AccountID != nil {
 		out = append(out, `,"sub":`...)
-		out = appendJSONString(out, t.AccountID.String())
+		out = appendUUID(out, *t.AccountID)
 	}
 	if t.Kind == consent.KindAccessToken {
 		out = append(out, `,"token_type":"Bearer"`...)
@@ -341,15 +354,34 @@ func distinct(list []string) []string {
 }
 
 // appendJSONString appends s as encoding/json writes it (with HTML
-// escaping); what needs escaping is left to encoding/json itself.
+// escaping).
 func appendJSONString(out []byte, s string) []byte {
+	out = append(out, '"')
+	return append(appendJSONChars(out, s), '"')
+}
+
+// appendJSONChars appends s as encoding/json writes it between the
+// quotes; what needs escaping is left to encoding/json itself.
+func appendJSONChars(out []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if b := s[i]; b < 0x20 || b >= 0x7f || b == '"' || b == '\\' || b == '<' || b == '>' || b == '&' {
 			quoted, _ := json.Marshal(s)
-			return append(out, quoted...)
+			return append(out, quoted[1:len(quoted)-1]...)
 		}
 	}
+	return append(out, s...)
+}
+
+// appendUUID appends id as a JSON string, as id.String() spells it.
+func appendUUID(out []byte, id uuid.UUID) []byte {
 	out = append(out, '"')
-	out = append(out, s...)
+	for i, b := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out = append(out, '-')
+		}
+		out = append(out, hexDigits[b>>4], hexDigits[b&0x0f])
+	}
 	return append(out, '"')
 }
+
+const hexDigits = "0123456789abcdef"

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/consentledger/ledger/commands"
+	"github.com/consentledger/ledger/domain/account"
 	"github.com/consentledger/ledger/domain/consent"
 )
 
@@ -206,4 +207,18 @@ func TestIntrospectionFromMemoryAnswersAsFosite(t *testing.T) {
 	check("before the block", true, true, "/oauth2/introspect", rsAuth, tokenForm(mobileToken))
 	l.blockAccount(blocked, "0600000029")
 	check("blocked account", true, false, "/oauth2/introspect", rsAuth, tokenForm(mobileToken))
+}
+
+// secretMatches is sha256Hasher's comparison: a secret of any length
+// against its stored hash, and no secret against a public client's none.
+func TestSecretMatches(t *testing.T) {
+	for _, secret := range []string{"", "short", account.NewSecret(), strings.Repeat("long secret ", 40)} {
+		if !secretMatches(account.HashToken(secret), secret) {
+			t.Errorf("%q does not match its own hash", secret)
+		}
+		if secretMatches(account.HashToken(secret), secret+"x") || secretMatches("", secret) ||
+			secretMatches(strings.ToUpper(account.HashToken(secret)), secret) {
+			t.Errorf("%q matches what is not its hash", secret)
+		}
+	}
 }

@@ -276,6 +276,9 @@ func clientOf(c echo.Context) string {
 	if err != nil {
 		return "" // an unknown client: only the source's budget counts
 	}
+	if len(id) == 36 && strings.ToLower(id) == id {
+		return id // as String spells it: no need to spell it again
+	}
 	return parsed.String()
 }
 

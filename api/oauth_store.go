@@ -174,7 +174,13 @@ func secretMatches(hash, secret string) bool {
 		return false // not a hash HashToken made: no secret matches it
 	}
 	copy(want[:], hash)
-	sum := sha256.Sum256([]byte(secret))
+	var in [128]byte // a secret is 43 characters: hashed from the stack
+	var sum [sha256.Size]byte
+	if len(secret) <= len(in) {
+		sum = sha256.Sum256(in[:copy(in[:], secret)])
+	} else {
+		sum = sha256.Sum256([]byte(secret))
+	}
 	hex.Encode(got[:], sum[:])
 	return subtle.ConstantTimeCompare(want[:], got[:]) == 1
 }
