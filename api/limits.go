@@ -217,6 +217,9 @@ func sourceKey(ip string) string {
 		p, _ := a.Prefix(64)
 		return p.String()
 	}
+	if !strings.Contains(ip, ":") {
+		return ip // dotted decimal, which ParseAddr takes only as String spells it
+	}
 	return a.String()
 }
 
