@@ -124,11 +124,22 @@ func cpuTime(tb testing.TB) time.Duration {
 // answers differ in status, headers or a single byte.
 func (l *oauthLedger) introspectBoth(target, auth, body string) (fast bool, answer *httptest.ResponseRecorder) {
 	l.t.Helper()
-	fromMemory := newOAuthProvider(l.server.Config(), l.app, slog.New(slog.DiscardHandler))
-	viaFosite := newOAuthProvider(l.server.Config(), l.app, slog.New(slog.DiscardHandler))
+	return l.introspectBothAt(l.server.Config(), "", target, auth, body)
+}
+
+// introspectBothAt is introspectBoth with cfg, and the request's Host
+// header when host is not empty.
+func (l *oauthLedger) introspectBothAt(cfg Config, host, target, auth, body string) (fast bool, answer *httptest.ResponseRecorder) {
+	l.t.Helper()
+	fromMemory := newOAuthProvider(cfg, l.app, slog.New(slog.DiscardHandler))
+	viaFosite := newOAuthProvider(cfg, l.app, slog.New(slog.DiscardHandler))
 	viaFosite.verifier = nil
 	ask := func(o *oauthProvider) (bool, *httptest.ResponseRecorder) {
 		req := httptest.NewRequest(http.MethodPost, target, strings.NewReader(body))
+		if host != "" {
+			req.Host = host
+			req.Header.Set("X-Forwarded-Proto", "https")
+		}
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
@@ -203,6 +214,16 @@ func TestIntrospectionFromMemoryAnswersAsFosite(t *testing.T) {
 		fmt.Fprintf(&pct, "%%%02X", b)
 	}
 	check("percent-encoded secret", true, true, "/oauth2/introspect", "Basic "+base64.StdEncoding.EncodeToString([]byte(rs.id+":"+pct.String())), tokenForm(access))
+
+	// Without a public URL the issuer is the request's own, escaped as
+	// encoding/json escapes it.
+	noPublicURL := l.server.Config()
+	noPublicURL.PublicURL = ""
+	for _, host := range []string{"ledger.example:8443", "a<b>&c\"é"} {
+		if fast, _ := l.introspectBothAt(noPublicURL, host, "/oauth2/introspect", rsAuth, tokenForm(access)); !fast {
+			t.Fatalf("host %q: not answered from memory", host)
+		}
+	}
 
 	// Authentication that fails is fosite's to answer (401), and so is
 	// anything the form parser does not take as it is.
