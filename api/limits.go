@@ -217,6 +217,9 @@ func sourceKey(ip string) string {
 		p, _ := a.Prefix(64)
 		return p.String()
 	}
+	if !strings.Contains(ip, ":") {
+		return ip // dotted decimal, which ParseAddr takes only as String spells it
+	}
 	return a.String()
 }
 
@@ -275,6 +278,9 @@ func clientOf(c echo.Context) string {
 	parsed, err := uuid.Parse(id)
 	if err != nil {
 		return "" // an unknown client: only the source's budget counts
+	}
+	if len(id) == 36 && strings.ToLower(id) == id {
+		return id // as String spells it: no need to spell it again
 	}
 	return parsed.String()
 }

@@ -145,6 +145,23 @@ func unmatched(c echo.Context) bool {
 	return h == nil || reflect.ValueOf(h).Pointer() == reflect.ValueOf(echo.NotFoundHandler).Pointer()
 }
 
+// statusLabels spell the status codes once: observe labels every answer.
+var statusLabels = func() (labels [600]string) {
+	for code := range labels {
+		labels[code] = strconv.Itoa(code)
+	}
+	return labels
+}()
+
+// statusLabel is strconv.Itoa(status), without allocating for a status
+// code.
+func statusLabel(status int) string {
+	if status >= 0 && status < len(statusLabels) {
+		return statusLabels[status]
+	}
+	return strconv.Itoa(status)
+}
+
 // methodLabel keeps the method label to the standard methods, so invented
 // methods cannot add series.
 func methodLabel(m string) string {
@@ -221,7 +238,7 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		method := methodLabel(c.Request().Method)
 		route := routeLabel(c)
-		statusText := strconv.Itoa(status)
+		statusText := statusLabel(status)
 		s.metrics.duration.WithLabelValues(method, route, statusText).Observe(elapsed.Seconds())
 		s.metrics.total.WithLabelValues(method, route, statusText).Inc()
 

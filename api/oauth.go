@@ -56,6 +56,7 @@ type oauthProvider struct {
 	fosite    fosite.OAuth2Provider
 	config    *fosite.Config
 	store     *oauthStore
+	verifier  *tokenVerifier // nil: introspection always asks fosite
 	publicURL string
 	log       *slog.Logger
 }
@@ -99,7 +100,7 @@ func newOAuthProvider(cfg Config, app App, log *slog.Logger) *oauthProvider {
 		// PKCE after the code handler: it binds the challenge to the code.
 		compose.OAuth2PKCEFactory,
 	)
-	return &oauthProvider{fosite: provider, config: fc, store: store, publicURL: publicURL, log: log}
+	return &oauthProvider{fosite: provider, config: fc, store: store, verifier: newTokenVerifier(fc.GlobalSecret), publicURL: publicURL, log: log}
 }
 
 // mountOAuth registers the OAuth2 endpoints. The hosted consent prompt
@@ -453,7 +454,12 @@ func (o *oauthProvider) replayed(ctx context.Context, x *oauthExchange) error {
 // introspect is RFC 7662. Any authenticated client may introspect any
 // token (fosite's default, which the RFC allows). A token that is unknown,
 // expired, revoked, rotated, or unreadable for any reason is active:false.
+// The common request is answered from memory (introspectFromMemory), with
+// the answer fosite gives here.
 func (o *oauthProvider) introspect(c echo.Context) error {
+	if o.introspectFromMemory(c) {
+		return nil
+	}
 	ctx := c.Request().Context()
 	rw := c.Response()
 	ir, err := o.fosite.NewIntrospectionRequest(ctx, c.Request(), newSession(""))

@@ -41,13 +41,18 @@ import (
 // GET /test/authorize-expired does the same with codes that are born
 // expired, which is how the tests reach the end of a code's ten minutes.
 type oauthLedger struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	pool   *pgxpool.Pool
 	store  eventstore.Store
 	cmds   *commands.Handler
 	outbox *commands.MemoryOutbox
 	tokens *projections.TokenValidity
+	// handler is the server's handler, for calls that skip the network;
+	// server and app are what it was mounted with.
+	handler http.Handler
+	server  *Server
+	app     App
 	// secrets collects every token, code and client secret handed out, so
 	// that a test can check none of them is stored anywhere.
 	mu      sync.Mutex
@@ -61,7 +66,7 @@ const oauthIssuer = "https://ledger.example"
 const oauthTestSecret = "a test secret that is long enough to key the HMAC"
 
 // newOAuthLedger runs on the log open returns; nil means the PostgreSQL log.
-func newOAuthLedger(t *testing.T, open func(*testing.T) eventstore.Store) *oauthLedger {
+func newOAuthLedger(t testing.TB, open func(testing.TB) eventstore.Store) *oauthLedger {
 	t.Helper()
 	pool := dbtest.Pool(t)
 	var store eventstore.Store
@@ -105,14 +110,14 @@ func newOAuthLedger(t *testing.T, open func(*testing.T) eventstore.Store) *oauth
 
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	l := &oauthLedger{t: t, url: srv.URL, pool: pool, store: store, cmds: cmds, outbox: outbox, tokens: tokens}
+	l := &oauthLedger{t: t, url: srv.URL, pool: pool, store: store, cmds: cmds, outbox: outbox, tokens: tokens, handler: s.Handler(), server: s, app: app}
 	waitServing(t, tokens)
 	return l
 }
 
 // oauthOnESDB opens the EventStoreDB log (the in-process double) as
 // `ledger serve` configures it.
-func oauthOnESDB(t *testing.T) eventstore.Store {
+func oauthOnESDB(t testing.TB) eventstore.Store {
 	t.Helper()
 	srv := esdbtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -250,7 +255,7 @@ func (l *oauthLedger) post(path string, form url.Values, id, secret string) oaut
 	return a
 }
 
-func (a oauthAnswer) want(t *testing.T, status int, oauthError string) oauthAnswer {
+func (a oauthAnswer) want(t testing.TB, status int, oauthError string) oauthAnswer {
 	t.Helper()
 	if a.status != status {
 		t.Fatalf("HTTP %d, want %d: %s", a.status, status, a.raw)
@@ -472,7 +477,7 @@ func TestOAuthCodeReplayRevokesWhatItIssuedOnEventStoreDB(t *testing.T) {
 	codeReplayRevokesWhatItIssued(t, oauthOnESDB)
 }
 
-func codeReplayRevokesWhatItIssued(t *testing.T, open func(*testing.T) eventstore.Store) {
+func codeReplayRevokesWhatItIssued(t *testing.T, open func(testing.TB) eventstore.Store) {
 	l := newOAuthLedger(t, open)
 	app := l.client("fleet", commands.RegisterClient{Scopes: []string{consent.ScopeProfile}})
 	rs := l.client("resource", commands.RegisterClient{GrantTypes: []string{"client_credentials"}})
@@ -500,7 +505,7 @@ func TestOAuthConcurrentRedemptionsOfOneCodeOnEventStoreDB(t *testing.T) {
 	concurrentRedemptionsOfOneCode(t, oauthOnESDB)
 }
 
-func concurrentRedemptionsOfOneCode(t *testing.T, open func(*testing.T) eventstore.Store) {
+func concurrentRedemptionsOfOneCode(t *testing.T, open func(testing.TB) eventstore.Store) {
 	l := newOAuthLedger(t, open)
 	app := l.client("fleet", commands.RegisterClient{Scopes: []string{consent.ScopeProfile}})
 	rs := l.client("resource", commands.RegisterClient{GrantTypes: []string{"client_credentials"}})
@@ -554,7 +559,7 @@ func TestOAuthRefreshRotationAndReuseDetectionOnEventStoreDB(t *testing.T) {
 	refreshRotationAndReuseDetection(t, oauthOnESDB)
 }
 
-func refreshRotationAndReuseDetection(t *testing.T, open func(*testing.T) eventstore.Store) {
+func refreshRotationAndReuseDetection(t *testing.T, open func(testing.TB) eventstore.Store) {
 	l := newOAuthLedger(t, open)
 	app := l.client("fleet", commands.RegisterClient{Scopes: []string{consent.ScopeProfile}})
 	rs := l.client("resource", commands.RegisterClient{GrantTypes: []string{"client_credentials"}})
@@ -670,7 +675,7 @@ func TestOAuthIntrospectionAndRevocationOnEventStoreDB(t *testing.T) {
 	introspectionAndRevocation(t, oauthOnESDB)
 }
 
-func introspectionAndRevocation(t *testing.T, open func(*testing.T) eventstore.Store) {
+func introspectionAndRevocation(t *testing.T, open func(testing.TB) eventstore.Store) {
 	l := newOAuthLedger(t, open)
 	app := l.client("fleet", commands.RegisterClient{Scopes: []string{consent.ScopeProfile, consent.ScopeVehicleStatus}})
 	rs := l.client("resource", commands.RegisterClient{GrantTypes: []string{"client_credentials"}})

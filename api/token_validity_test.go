@@ -23,7 +23,7 @@ import (
 
 // waitServing waits until the in-memory token model answers: it caught up
 // with the log and published its first heartbeat.
-func waitServing(t *testing.T, m *projections.TokenValidity) {
+func waitServing(t testing.TB, m *projections.TokenValidity) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !m.Serving() {
