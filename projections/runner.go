@@ -163,11 +163,17 @@ func (r *Runner) handler(p Projection) message.NoPublishHandlerFunc {
 
 // fail records why a projection stopped, in its status row (outside the
 // rolled-back batch) and in memory, and logs it.
+//
+// The status row is written before waiters are released, so whoever
+// WaitFor lets go reads the failure in the status, not a stale "catching
+// up".
 func (r *Runner) fail(ctx context.Context, name string, err error) {
-	r.mu.Lock()
-	r.state[name].failing = err
-	r.mu.Unlock()
-	r.progress.Signal()
+	defer func() {
+		r.mu.Lock()
+		r.state[name].failing = err
+		r.mu.Unlock()
+		r.progress.Signal()
+	}()
 
 	var ae *ApplyError
 	var id *uuid.UUID
