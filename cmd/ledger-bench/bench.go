@@ -237,7 +237,8 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 		writeReport(out, cfg, facts, cells, subs, nil, nil, nil, nil)
 		return subErr
 	}
-	var enroll, steps, introspect, exchange *enrollResult
+	var enroll, steps, exchange *enrollResult
+	var introspect *introspectResult
 	if cfg.EnrollClients > 0 || cfg.StepsClients > 0 || cfg.IntrospectClients > 0 || cfg.ExchangeClients > 0 {
 		srv := startBenchServer(ctx, pool, store, logger)
 		defer srv.stop()
@@ -265,8 +266,13 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 				return fmt.Errorf("introspection: %w", err)
 			}
 			introspect = &r
-			fmt.Fprintf(progress, "introspection, %d clients: %.0f/s, p50 %s, p99 %s\n",
-				r.clients, r.perSecond(), ms(r.lat.percentile(50)), ms(r.lat.percentile(99)))
+			for _, row := range []struct {
+				client string
+				r      enrollResult
+			}{{"net/http", r.netHTTP}, {"lean", r.lean}} {
+				fmt.Fprintf(progress, "introspection, %d clients (%s client): %.0f/s, p50 %s, p99 %s\n",
+					row.r.clients, row.client, row.r.perSecond(), ms(row.r.lat.percentile(50)), ms(row.r.lat.percentile(99)))
+			}
 		}
 		if cfg.ExchangeClients > 0 && cfg.ExchangeCodes > 0 {
 			r, err := measureCodeExchange(ctx, cfg, srv)

@@ -20,20 +20,27 @@ import (
 	"github.com/consentledger/ledger/domain/consent"
 )
 
+// introspectResult is the introspection row measured twice: with Go's
+// net/http client, which decodes each answer's JSON, and with a
+// load generator's client (rawClient) that leaves the CPU to the server.
+type introspectResult struct {
+	netHTTP, lean enrollResult
+}
+
 // measureIntrospection has clients introspect one client-credentials
 // token (RFC 7662, client-authenticated) over HTTP: what a resource server
 // of a partner does on every call it serves.
-func measureIntrospection(ctx context.Context, cfg Config, srv *benchServer) (enrollResult, error) {
+func measureIntrospection(ctx context.Context, cfg Config, srv *benchServer) (introspectResult, error) {
 	reg, err := srv.post(ctx, "/v1/admin/clients", "application/json",
 		`{"name":"bench","grantTypes":["client_credentials"],"scopes":["accounts:create"]}`, "Bearer "+benchAdminToken, "")
 	if err != nil {
-		return enrollResult{}, fmt.Errorf("register a client: %w", err)
+		return introspectResult{}, fmt.Errorf("register a client: %w", err)
 	}
 	id, secret := reg["clientId"].(string), reg["clientSecret"].(string)
 	tok, err := srv.post(ctx, "/oauth2/token", "application/x-www-form-urlencoded",
 		url.Values{"grant_type": {"client_credentials"}, "scope": {"accounts:create"}}.Encode(), "", id+":"+secret)
 	if err != nil {
-		return enrollResult{}, fmt.Errorf("client-credentials token: %w", err)
+		return introspectResult{}, fmt.Errorf("client-credentials token: %w", err)
 	}
 	form := url.Values{"token": {tok["access_token"].(string)}}.Encode()
 	r, err := measure(ctx, cfg.IntrospectClients, cfg.Warmup, cfg.Duration, func(int) func(context.Context) error {
@@ -45,7 +52,31 @@ func measureIntrospection(ctx context.Context, cfg Config, srv *benchServer) (en
 			return err
 		}
 	})
-	return enrollResult{clients: cfg.IntrospectClients, result: r}, err
+	if err != nil {
+		return introspectResult{}, err
+	}
+	out := introspectResult{netHTTP: enrollResult{clients: cfg.IntrospectClients, result: r}}
+
+	conns := make([]*rawClient, cfg.IntrospectClients)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	for i := range conns {
+		if conns[i], err = newRawClient(ctx, srv.url, "/oauth2/introspect", form, id, secret); err != nil {
+			return introspectResult{}, err
+		}
+	}
+	active := []byte(`"active":true`)
+	r, err = measure(ctx, cfg.IntrospectClients, cfg.Warmup, cfg.Duration, func(i int) func(context.Context) error {
+		c := conns[i]
+		return func(context.Context) error { return c.do(active) }
+	})
+	out.lean = enrollResult{clients: cfg.IntrospectClients, result: r}
+	return out, err
 }
 
 // post sends a request and decodes a 2xx JSON answer. auth is an
