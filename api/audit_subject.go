@@ -301,8 +301,9 @@ func parseAsOf(c echo.Context) (time.Time, error) {
 // events are in the order they were decided, so the fold stops at the first
 // one after the instant.
 func (h *handlers) grantAsOf(ctx context.Context, stream string, asOf time.Time) (*consent.GrantRecord, error) {
-	r := &consent.GrantRecord{}
+	var facts []consent.Fact
 	var from uint64
+read:
 	for {
 		evs, err := h.Store.ReadStream(ctx, stream, eventstore.ReadStreamOptions{From: from, Max: grantPage})
 		if err != nil {
@@ -310,24 +311,23 @@ func (h *handlers) grantAsOf(ctx context.Context, stream string, asOf time.Time)
 		}
 		for _, ev := range evs {
 			if ev.Metadata.OccurredAt.After(asOf) {
-				return r, nil
+				break read
 			}
 			switch ev.Type {
 			case consent.TypeGranted, consent.TypeDenied, consent.TypeRevoked:
-			default:
-				continue
+				facts = append(facts, consent.Fact{Type: ev.Type, Data: ev.Data, ID: ev.ID, At: ev.Metadata.OccurredAt})
 			}
-			payload, err := consent.Decode(ev.Type, ev.Data)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", stream, err)
-			}
-			r.Apply(payload, ev.ID, ev.Metadata.OccurredAt)
 		}
 		if len(evs) < grantPage {
-			return r, nil
+			break
 		}
 		from = evs[len(evs)-1].Revision + 1
 	}
+	r, err := consent.FoldRecord(facts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", stream, err)
+	}
+	return r, nil
 }
 
 // grantPage is how many events of a grant stream one read brings.
