@@ -226,11 +226,18 @@ func (w *rateWindow) observe(now time.Time, applied int64) float64 {
 // projection stops on that event and its status names it, as for any other
 // error (the router's recoverer alone would retry the batch for ever
 // without a status).
-func applySafely(ctx context.Context, tx pgx.Tx, p Projection, ev eventstore.RecordedEvent) (err error) {
+func applySafely(ctx context.Context, tx pgx.Tx, p Projection, ev eventstore.RecordedEvent) error {
+	return unpanicked(func() error { return p.Apply(ctx, tx, ev) })
+}
+
+// unpanicked runs do and turns a panic in it into its error: a projection's
+// code that panics stops that projection on the event, as an error does,
+// not the process.
+func unpanicked(do func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v", r)
 		}
 	}()
-	return p.Apply(ctx, tx, ev)
+	return do()
 }

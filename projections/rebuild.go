@@ -394,23 +394,16 @@ type fold struct {
 
 // foldSafely is applySafely for FoldBatch.
 func foldSafely(b BatchApplier, evs []eventstore.RecordedEvent) (f fold) {
-	defer func() {
-		if r := recover(); r != nil {
-			f = fold{err: fmt.Errorf("panic: %v", r)}
-		}
-	}()
-	f.write, f.err = b.FoldBatch(evs)
+	f.err = unpanicked(func() (err error) {
+		f.write, err = b.FoldBatch(evs)
+		return err
+	})
 	return f
 }
 
 // run is applySafely for a BatchWrite.
-func (w BatchWrite) run(ctx context.Context, tx pgx.Tx) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v", r)
-		}
-	}()
-	return w(ctx, tx)
+func (w BatchWrite) run(ctx context.Context, tx pgx.Tx) error {
+	return unpanicked(func() error { return w(ctx, tx) })
 }
 
 func (j *RebuildJob) applyAll(ctx context.Context, tx pgx.Tx, st *rebuildState, evs []eventstore.RecordedEvent) error {
