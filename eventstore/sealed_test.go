@@ -213,8 +213,8 @@ func TestWrappedLogsUnwrap(t *testing.T) {
 	sealed := eventstore.Seal(inner, keys, personal{})
 	served := eventstore.Instrument(sealed, "postgres", prometheus.NewRegistry())
 
-	if s, ok := eventstore.SealedOf(served); !ok || s != sealed {
-		t.Fatalf("SealedOf(instrumented) = %v, %v", s, ok)
+	if s, ok := eventstore.As[*eventstore.Sealed](served); !ok || s != sealed {
+		t.Fatalf("As[*Sealed](instrumented) = %v, %v", s, ok)
 	}
 	if k, ok := eventstore.KeyringOf(served); !ok || k != keys {
 		t.Fatalf("KeyringOf(instrumented) = %v, %v", k, ok)
@@ -225,7 +225,7 @@ func TestWrappedLogsUnwrap(t *testing.T) {
 	if raw := eventstore.Raw(served); raw != eventstore.Store(inner) {
 		t.Fatalf("Raw(instrumented) = %T", raw)
 	}
-	if _, ok := eventstore.SealedOf(eventstore.Instrument(inner, "postgres", prometheus.NewRegistry())); ok {
+	if _, ok := eventstore.As[*eventstore.Sealed](eventstore.Instrument(inner, "postgres", prometheus.NewRegistry())); ok {
 		t.Fatal("SealedOf found a sealed store in an unsealed log")
 	}
 	if _, ok := eventstore.KeyringOf(inner); ok {

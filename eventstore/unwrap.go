@@ -23,13 +23,10 @@ func As[T Store](s Store) (T, bool) {
 	return zero, false
 }
 
-// SealedOf returns the sealed store in s's chain of wrappers.
-func SealedOf(s Store) (*Sealed, bool) { return As[*Sealed](s) }
-
 // KeyringOf returns the keyring of the sealed store in s's chain of
 // wrappers: what erasure destroys keys through.
 func KeyringOf(s Store) (*Keyring, bool) {
-	sealed, ok := SealedOf(s)
+	sealed, ok := As[*Sealed](s)
 	if !ok {
 		return nil, false
 	}
