@@ -20,7 +20,7 @@ import (
 // retried command) writes nothing and is counted all the same: the port does
 // not tell the two apart. Reads and subscriptions pass straight through.
 // Series already registered on reg (a second store in one process) are
-// shared. The result unwraps to s (SealedOf, KeyringOf and Raw see
+// shared. The result unwraps to s (As, KeyringOf and Raw see
 // through it).
 func Instrument(s Store, adapter string, reg prometheus.Registerer) Store {
 	m := &instrumented{Store: s, adapter: adapter,

@@ -226,7 +226,7 @@ func TestWrappedLogsUnwrap(t *testing.T) {
 		t.Fatalf("Raw(instrumented) = %T", raw)
 	}
 	if _, ok := eventstore.As[*eventstore.Sealed](eventstore.Instrument(inner, "postgres", prometheus.NewRegistry())); ok {
-		t.Fatal("SealedOf found a sealed store in an unsealed log")
+		t.Fatal("As[*Sealed] found a sealed store in an unsealed log")
 	}
 	if _, ok := eventstore.KeyringOf(inner); ok {
 		t.Fatal("KeyringOf found a keyring in an unsealed log")
