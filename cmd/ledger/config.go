@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/consentledger/ledger/api"
+	"github.com/consentledger/ledger/cmd/internal/gcfloor"
 )
 
 // config is everything read from the environment (see the README's table).
@@ -30,6 +31,7 @@ type config struct {
 	Limits             api.Limits
 	AuditKey           ed25519.PrivateKey // see auditSigningKey
 	AuditKeyRandom     bool
+	GCHeapFloor        uint64 // see gcfloor
 }
 
 const defaultDatabaseURL = "postgres://postgres:postgres@127.0.0.1:5432/ledger?sslmode=disable"
@@ -54,6 +56,9 @@ func loadConfig() (config, error) {
 	}
 	if c.MaxDevices < 1 {
 		return c, fmt.Errorf("LEDGER_MAX_DEVICES_PER_ACCOUNT must be at least 1")
+	}
+	if c.GCHeapFloor, err = gcfloor.ParseBytes(env("LEDGER_GC_HEAP_FLOOR", "256MiB")); err != nil {
+		return c, fmt.Errorf("LEDGER_GC_HEAP_FLOOR: %w (a size such as 256MiB, or 0)", err)
 	}
 	if c.Limits, err = loadLimits(); err != nil {
 		return c, err

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/consentledger/ledger/api"
+	"github.com/consentledger/ledger/cmd/internal/gcfloor"
 	"github.com/consentledger/ledger/commands"
 	"github.com/consentledger/ledger/domain/enrollment"
 	"github.com/consentledger/ledger/eventstore"
@@ -31,6 +32,9 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 	if err := cfg.auditSigningKey(); err != nil {
 		return err
 	}
+	floor := gcfloor.Start(cfg.GCHeapFloor)
+	defer floor.Stop()
+	logger.Debug("garbage collector", "heapFloorBytes", floor.Bytes())
 	pool, store, err := open(ctx, cfg, logger)
 	if err != nil {
 		return err
