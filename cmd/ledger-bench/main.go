@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/consentledger/ledger/cmd/internal/gcfloor"
 )
 
 // defaultDatabaseURL is the local server the tests and `make run` use too.
@@ -71,6 +73,7 @@ func mainErr() error {
 	flag.IntVar(&cfg.Projections.LagWriters, "lag-writers", cfg.Projections.LagWriters, "writers of the projection-lag row (0 skips it)")
 	flag.BoolVar(&cfg.Projections.Only, "only-projections", false, "run only the projection rows (-rebuild-events, -lag-writers)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run to this file")
+	heapFloor := flag.String("gc-heap-floor", "256MiB", "the garbage collector's heap floor, as ledger serve's LEDGER_GC_HEAP_FLOOR (0 leaves GOGC's pacing alone)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -83,6 +86,11 @@ func mainErr() error {
 		return fmt.Errorf("-esdb-writers: %w", err)
 	}
 	cfg.Progress = os.Stderr
+	floor, err := gcfloor.ParseBytes(*heapFloor)
+	if err != nil {
+		return fmt.Errorf("-gc-heap-floor: %w", err)
+	}
+	defer gcfloor.Start(floor).Stop()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
