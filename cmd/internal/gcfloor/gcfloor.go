@@ -25,6 +25,7 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -37,6 +38,7 @@ type Floor struct {
 	bytes   uint64
 	base    int // the GC percentage the process was given (GOGC)
 	stopped atomic.Bool
+	mu      sync.Mutex // orders a cycle's tune and Stop
 	sample  []metrics.Sample
 }
 
@@ -77,6 +79,8 @@ func (f *Floor) Bytes() uint64 {
 
 // Stop gives the collector back its original percentage.
 func (f *Floor) Stop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.stopped.Swap(true) {
 		return
 	}
@@ -85,6 +89,8 @@ func (f *Floor) Stop() {
 
 func (f *Floor) arm() {
 	runtime.SetFinalizer(&sentinel{}, func(*sentinel) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
 		if f.stopped.Load() {
 			return
 		}
