@@ -58,7 +58,7 @@ func (h *Handler) RequestSmsCode(ctx context.Context, accountID uuid.UUID, devic
 		return err
 	}
 	h.Outbox.Send(ctx, Message{
-		Channel: "sms", To: sent.Phone, Code: code, CreatedAt: h.Clock.Now(),
+		Channel: "sms", To: sent.Phone, Code: code, CreatedAt: h.Clock.Now(), Account: accountID,
 		Body: fmt.Sprintf("Your code is %s. It expires in %d minutes. Never share it.", code, int(h.Enrollment.CodeTTL.Minutes())),
 	})
 	return nil

@@ -11,7 +11,6 @@ import (
 	"github.com/consentledger/ledger/domain"
 	"github.com/consentledger/ledger/domain/account"
 	"github.com/consentledger/ledger/domain/consent"
-	"github.com/consentledger/ledger/domain/enrollment"
 	"github.com/consentledger/ledger/eventstore"
 )
 
@@ -36,24 +35,16 @@ var errNoSealedLog = domain.New(domain.KindUnavailable, "erasure_unavailable", "
 // facts (and the log's hashes, computed over the sealed form) stay. The read
 // models scrub what they showed when they apply the erasure, and every
 // instance forgets the key once it applies account.erased.v1 (which this
-// command waits for, as for any append): the phone numbers to drop from
-// the outbox are therefore read before the erasure is appended. Erasing
-// twice changes nothing; a retry after a failure finishes the job.
+// command waits for, as for any append), and drops the account's messages
+// from its outboxes. Erasing twice changes nothing; a retry after a
+// failure finishes the job.
 func (h *Handler) EraseAccount(ctx context.Context, cmd EraseAccount) error {
 	keys, ok := eventstore.KeyringOf(h.Store)
 	if !ok {
 		return errNoSealedLog
 	}
-	phones, err := h.phonesOf(ctx, cmd.AccountID)
-	if err != nil {
-		return err
-	}
-	var email string
-	err = decide(ctx, h, account.Stream(cmd.AccountID), accountArea, func() *timedAccount { return &timedAccount{} },
-		func(a *timedAccount, _ time.Time) ([]any, error) {
-			email = a.Email()
-			return a.Erase()
-		})
+	err := decide(ctx, h, account.Stream(cmd.AccountID), accountArea, func() *timedAccount { return &timedAccount{} },
+		func(a *timedAccount, _ time.Time) ([]any, error) { return a.Erase() })
 	if err != nil {
 		return err
 	}
@@ -71,7 +62,7 @@ func (h *Handler) EraseAccount(ctx context.Context, cmd EraseAccount) error {
 		return err
 	}
 	if f, ok := h.Outbox.(Forgetter); ok {
-		f.Forget(append(phones, email)...)
+		f.Forget(cmd.AccountID) // every instance does too, when it applies account.erased.v1
 	}
 	h.Logger.Info("account erased", "account_id", cmd.AccountID, "grants", len(cmd.Clients), "sessions", len(cmd.Sessions))
 	return nil
@@ -91,19 +82,3 @@ func (h *Handler) endSession(ctx context.Context, id uuid.UUID, reason string) e
 type timedSession struct{ account.Session }
 
 func (s *timedSession) Apply(event any, _ time.Time) { s.Session.Apply(event) }
-
-// phonesOf lists the phone numbers an account's enrollment stream names.
-func (h *Handler) phonesOf(ctx context.Context, id uuid.UUID) ([]string, error) {
-	var phones []string
-	_, err := h.fold(ctx, enrollment.Stream(id), enrollment.Decode, func(p any, _ time.Time) {
-		switch e := p.(type) {
-		case *enrollment.PhoneRegistered:
-			phones = append(phones, e.Phone)
-		case *enrollment.PhoneModified:
-			phones = append(phones, e.Phone)
-		case *enrollment.SmsCodeSent:
-			phones = append(phones, e.Phone)
-		}
-	})
-	return phones, err
-}

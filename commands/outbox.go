@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Message is what the ledger sends a person: an e-mail now, an SMS or a
@@ -18,6 +20,9 @@ type Message struct {
 	Code      string    `json:"code,omitempty"`
 	Link      string    `json:"link,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
+	// Account is whom the message is for. It is never sent: outboxes use
+	// it to drop the messages of an erased account (Forgetter).
+	Account uuid.UUID `json:"-"`
 }
 
 // Outbox delivers messages. Commands call Send only after their events are
@@ -35,9 +40,10 @@ func (DiscardOutbox) Send(context.Context, Message) {}
 // MemoryOutbox keeps the last messages in memory for GET /v1/dev/outbox. It
 // exists only in dev mode.
 type MemoryOutbox struct {
-	mu   sync.Mutex
-	msgs []Message
-	max  int
+	mu     sync.Mutex
+	msgs   []Message
+	max    int
+	erased map[uuid.UUID]bool // see Forget
 }
 
 // NewMemoryOutbox keeps at most max messages (oldest dropped first).
@@ -46,6 +52,9 @@ func NewMemoryOutbox(max int) *MemoryOutbox { return &MemoryOutbox{max: max} }
 func (o *MemoryOutbox) Send(_ context.Context, m Message) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.erased[m.Account] {
+		return
+	}
 	o.msgs = append(o.msgs, m)
 	if len(o.msgs) > o.max {
 		o.msgs = o.msgs[len(o.msgs)-o.max:]
@@ -65,31 +74,32 @@ func (o *MemoryOutbox) List(to string) []Message {
 	return out
 }
 
-// Forgetter is an outbox that keeps messages and can drop those sent to
-// addresses that were erased.
+// Forgetter is an outbox that keeps messages and can drop those of an
+// account that was erased, including any sent after Forget by a command
+// that decided before the erasure. Forget must be quick (ledger serve calls
+// it under the token model's lock, on every instance) and may be called
+// more than once for one account. The erased accounts are remembered for
+// the life of the process: erasures are rare, and an id is 16 bytes.
 type Forgetter interface {
-	Forget(to ...string)
+	Forget(account uuid.UUID)
 }
 
-// Forget drops the messages sent to any of the addresses.
-func (o *MemoryOutbox) Forget(to ...string) {
+// Forget drops the account's messages, and any it is sent later.
+func (o *MemoryOutbox) Forget(account uuid.UUID) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	kept := o.msgs[:0]
-	for _, m := range o.msgs {
-		if !slices.Contains(to, m.To) {
-			kept = append(kept, m)
-		}
+	if o.erased == nil {
+		o.erased = map[uuid.UUID]bool{}
 	}
-	clear(o.msgs[len(kept):])
-	o.msgs = kept
+	o.erased[account] = true
+	o.msgs = slices.DeleteFunc(o.msgs, func(m Message) bool { return m.Account == account })
 }
 
 // Forget forwards to every outbox that keeps messages.
-func (os Outboxes) Forget(to ...string) {
+func (os Outboxes) Forget(account uuid.UUID) {
 	for _, o := range os {
 		if f, ok := o.(Forgetter); ok {
-			f.Forget(to...)
+			f.Forget(account)
 		}
 	}
 }

@@ -64,6 +64,7 @@ func (h *Handler) RegisterAccount(ctx context.Context, cmd RegisterAccount) (Reg
 		Link:      h.PublicURL + "/activate?token=" + url.QueryEscape(token),
 		Code:      token,
 		CreatedAt: now,
+		Account:   id,
 	})
 	h.settle(ctx, res.Position)
 	return RegisterAccountResult{AccountID: id, Status: "pending_activation"}, nil

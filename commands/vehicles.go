@@ -151,7 +151,7 @@ func (h *Handler) ChallengeCarKey(ctx context.Context, account uuid.UUID, device
 	if err != nil {
 		return err
 	}
-	h.Outbox.Send(ctx, Message{Channel: "vehicle", To: vin, Code: code, CreatedAt: h.Clock.Now(),
+	h.Outbox.Send(ctx, Message{Channel: "vehicle", To: vin, Code: code, CreatedAt: h.Clock.Now(), Account: account,
 		Body: fmt.Sprintf("Key check: type %s in the app within %d minutes.", code, int(rules.TTL.Minutes()))})
 	return nil
 }

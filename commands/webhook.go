@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // WebhookOutbox delivers messages by POSTing them as JSON to a gateway that
@@ -31,6 +33,26 @@ type WebhookOutbox struct {
 	queue chan Message
 	wg    sync.WaitGroup
 	stop  context.CancelFunc
+
+	mu     sync.Mutex
+	erased map[uuid.UUID]bool // see Forget
+}
+
+// Forget drops the account's messages: those queued or being retried are
+// not sent again, and later ones are not queued (Forgetter).
+func (o *WebhookOutbox) Forget(account uuid.UUID) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.erased == nil {
+		o.erased = map[uuid.UUID]bool{}
+	}
+	o.erased[account] = true
+}
+
+func (o *WebhookOutbox) forgotten(account uuid.UUID) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.erased[account]
 }
 
 // Start runs the delivery worker until Close.
@@ -65,6 +87,9 @@ func (o *WebhookOutbox) Start(ctx context.Context) {
 
 // Send queues m; it never blocks the command that sends it.
 func (o *WebhookOutbox) Send(_ context.Context, m Message) {
+	if o.forgotten(m.Account) {
+		return
+	}
 	select {
 	case o.queue <- m:
 	default:
@@ -87,6 +112,9 @@ func (o *WebhookOutbox) deliver(ctx context.Context, m Message) {
 	signature := "sha256=" + hex.EncodeToString(mac.Sum(nil))
 	wait := o.Backoff
 	for attempt := 1; attempt <= o.Attempts; attempt++ {
+		if o.forgotten(m.Account) {
+			return // the account was erased while the message waited
+		}
 		err := o.post(ctx, body, signature)
 		if err == nil {
 			return

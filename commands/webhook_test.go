@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/consentledger/ledger/commands"
 )
 
@@ -67,5 +69,50 @@ func TestWebhookOutboxGivesUpAfterItsAttempts(t *testing.T) {
 	o.Close()
 	if n := calls.Load(); n != 4 {
 		t.Fatalf("%d attempts, want 4", n)
+	}
+}
+
+func TestWebhookOutboxForgetsAnErasedAccount(t *testing.T) {
+	erased, other := uuid.New(), uuid.New()
+	var erasedCalls atomic.Int32
+	delivered := make(chan string, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&m)
+		if _, ok := m["account"]; ok {
+			t.Errorf("the gateway was sent the account: %v", m)
+		}
+		if m["to"] == "erased@example.com" {
+			erasedCalls.Add(1)
+			w.WriteHeader(http.StatusServiceUnavailable) // to be retried
+			return
+		}
+		delivered <- m["to"].(string)
+	}))
+	defer srv.Close()
+
+	o := &commands.WebhookOutbox{URL: srv.URL, Secret: []byte("s"), Backoff: 200 * time.Millisecond}
+	o.Start(context.Background())
+	defer o.Close()
+	o.Send(context.Background(), commands.Message{Channel: "email", To: "erased@example.com", Account: erased})
+	deadline := time.Now().Add(10 * time.Second)
+	for erasedCalls.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	// Erased while its message waits for a retry; then a late message of
+	// the erased account, and one of another account.
+	o.Forget(erased)
+	o.Send(context.Background(), commands.Message{Channel: "sms", To: "erased@example.com", Account: erased})
+	o.Send(context.Background(), commands.Message{Channel: "email", To: "other@example.com", Account: other})
+	select {
+	case to := <-delivered:
+		if to != "other@example.com" {
+			t.Fatalf("delivered to %s", to)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the other account's message was not delivered")
+	}
+	if n := erasedCalls.Load(); n != 1 {
+		t.Fatalf("the erased account's messages were posted %d times, want only the attempt before the erasure", n)
 	}
 }

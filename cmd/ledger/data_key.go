@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/consentledger/ledger/commands"
@@ -54,17 +55,24 @@ func sealStore(cfg config, pool *pgxpool.Pool, store eventstore.Store) (eventsto
 	return eventstore.Seal(store, keys, commands.PersonalData{}), nil
 }
 
-// forgetErasedKeys makes this instance drop a subject's data key from its
-// keyring as soon as its token model applies the subject's
-// account.erased.v1, wherever the erasure ran: the key may be cached here
-// from before. Commands wait for every live instance's token model, so once
+// forgetErased makes this instance drop a subject's data key from its
+// keyring, and the subject's messages from its outboxes, as soon as its
+// token model applies the subject's account.erased.v1, wherever the
+// erasure ran: the key may be cached here from before, and a message
+// queued here. Commands wait for every live instance's token model, so once
 // an erasure (or any later command) has answered, no instance opens the
-// subject's personal data again; and while this instance's model falls
-// behind (commands then stop waiting for it), its cached keys are read
-// again from the database, where the erasing instance destroyed them.
-func forgetErasedKeys(tokens *projections.TokenValidity, store eventstore.Store) {
-	if keys, ok := eventstore.KeyringOf(store); ok {
-		tokens.OnErased = keys.Forget
-		keys.Current = tokens.Serving
+// subject's personal data again or sends it a message; and while this
+// instance's model falls behind (commands then stop waiting for it), its
+// cached keys are read again from the database, where the erasing instance
+// destroyed them.
+func forgetErased(tokens *projections.TokenValidity, store eventstore.Store, outboxes commands.Outboxes) {
+	keys, sealed := eventstore.KeyringOf(store)
+	if !sealed {
+		return // no erasure without the sealed log (EraseAccount refuses)
+	}
+	keys.Current = tokens.Serving
+	tokens.OnErased = func(account uuid.UUID) {
+		keys.Forget(account)
+		outboxes.Forget(account)
 	}
 }

@@ -82,6 +82,19 @@ func devCode(t *testing.T, p *process, to string) string {
 	return out.Messages[0].Code
 }
 
+// devMessages counts the messages to `to` in p's dev outbox.
+func devMessages(t *testing.T, p *process, to string) int {
+	t.Helper()
+	var out struct {
+		Messages []json.RawMessage `json:"messages"`
+	}
+	raw := call(t, p, "GET", "/v1/dev/outbox?to="+url.QueryEscape(to), "", 200)
+	if err := json.Unmarshal([]byte(raw), &out); err != nil {
+		t.Fatalf("dev outbox: %v: %s", err, raw)
+	}
+	return len(out.Messages)
+}
+
 // erasureSubject signs the test's person up through p, with a session and
 // a trusted phone, and returns the account id and the session's headers.
 func erasureSubject(t *testing.T, p *process) (account string, session []string) {
@@ -191,12 +204,24 @@ func TestErasureTakesEffectOnEveryInstance(t *testing.T) {
 			t.Fatalf("the history on %s after erasure through A shows personal data: %s", name, h)
 		}
 	}
+	// B sent the subject's activation e-mail and SMS code: its outbox
+	// dropped them when it applied the erasure that ran on A.
+	for _, to := range []string{erasedEmail, erasedPhone} {
+		if n := devMessages(t, b, to); n != 0 {
+			t.Fatalf("B's outbox still holds %d messages to %s after the erasure through A", n, to)
+		}
+	}
 	call(t, b, "GET", "/v1/me", "", 401, session...)
 	call(t, b, "POST", "/v1/sessions", `{"email":"`+erasedEmail+`","password":"Correct-Horse-9","deviceId":"phone-1"}`, 401)
 	// Whatever B answers from now on, the key it had cached stays unused:
 	// the sign-up of a new account with the freed address is sealed with a
 	// new key, and the old account's history still opens nothing.
 	call(t, b, "POST", "/v1/accounts", `{"email":"`+erasedEmail+`","password":"Correct-Horse-9"}`, 201)
+	// The outbox forgot an account, not an address: the new account's
+	// activation e-mail is there.
+	if n := devMessages(t, b, erasedEmail); n != 1 {
+		t.Fatalf("B's outbox holds %d messages to the freed address after a new sign-up, want the new account's 1", n)
+	}
 	if h := history(t, b, key, account); holdsPersonalData(h) {
 		t.Fatalf("the history on B shows personal data again: %s", h)
 	}

@@ -48,9 +48,8 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 	runner := projections.NewRunner(pool, store, logger, registry, allProjections()...)
 	// The token model reads no personal data: it tails the log as stored,
 	// so catching up costs it no key look-up, even while the keyring does
-	// not trust its cache (see forgetErasedKeys).
+	// not trust its cache (see forgetErased).
 	tokens := projections.NewTokenValidity(pool, eventstore.Raw(store), logger)
-	forgetErasedKeys(tokens, store)
 	webhooks, err := webhookSender(cfg, pool, logger)
 	if err != nil {
 		return err
@@ -68,6 +67,7 @@ func serve(ctx context.Context, cfg config, logger *slog.Logger, out io.Writer) 
 		defer hook.Close()
 		outboxes = append(outboxes, hook)
 	}
+	forgetErased(tokens, store, outboxes)
 
 	publicURL := cfg.PublicURL
 	if publicURL == "" {
