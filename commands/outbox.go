@@ -43,7 +43,7 @@ type MemoryOutbox struct {
 	mu     sync.Mutex
 	msgs   []Message
 	max    int
-	erased map[uuid.UUID]bool // see Forget
+	erased erasedAccounts
 }
 
 // NewMemoryOutbox keeps at most max messages (oldest dropped first).
@@ -52,7 +52,7 @@ func NewMemoryOutbox(max int) *MemoryOutbox { return &MemoryOutbox{max: max} }
 func (o *MemoryOutbox) Send(_ context.Context, m Message) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.erased[m.Account] {
+	if o.erased.has(m.Account) {
 		return
 	}
 	o.msgs = append(o.msgs, m)
@@ -84,14 +84,33 @@ type Forgetter interface {
 	Forget(account uuid.UUID)
 }
 
-// Forget drops the account's messages, and any it is sent later.
+// erasedAccounts is the set of accounts an outbox was told to forget.
+type erasedAccounts struct {
+	mu  sync.Mutex
+	ids map[uuid.UUID]bool
+}
+
+func (e *erasedAccounts) add(account uuid.UUID) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ids == nil {
+		e.ids = map[uuid.UUID]bool{}
+	}
+	e.ids[account] = true
+}
+
+func (e *erasedAccounts) has(account uuid.UUID) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ids[account]
+}
+
+// Forget drops the account's messages, and any it is sent later. The set
+// changes under o.mu, as Send reads it, so that no Send slips in between.
 func (o *MemoryOutbox) Forget(account uuid.UUID) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.erased == nil {
-		o.erased = map[uuid.UUID]bool{}
-	}
-	o.erased[account] = true
+	o.erased.add(account)
 	o.msgs = slices.DeleteFunc(o.msgs, func(m Message) bool { return m.Account == account })
 }
 

@@ -30,30 +30,15 @@ type WebhookOutbox struct {
 	Attempts int           // default 8
 	Backoff  time.Duration // first retry delay, doubling (default 500ms)
 
-	queue chan Message
-	wg    sync.WaitGroup
-	stop  context.CancelFunc
-
-	mu     sync.Mutex
-	erased map[uuid.UUID]bool // see Forget
+	queue  chan Message
+	wg     sync.WaitGroup
+	stop   context.CancelFunc
+	erased erasedAccounts
 }
 
 // Forget drops the account's messages: those queued or being retried are
 // not sent again, and later ones are not queued (Forgetter).
-func (o *WebhookOutbox) Forget(account uuid.UUID) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.erased == nil {
-		o.erased = map[uuid.UUID]bool{}
-	}
-	o.erased[account] = true
-}
-
-func (o *WebhookOutbox) forgotten(account uuid.UUID) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.erased[account]
-}
+func (o *WebhookOutbox) Forget(account uuid.UUID) { o.erased.add(account) }
 
 // Start runs the delivery worker until Close.
 func (o *WebhookOutbox) Start(ctx context.Context) {
@@ -87,7 +72,7 @@ func (o *WebhookOutbox) Start(ctx context.Context) {
 
 // Send queues m; it never blocks the command that sends it.
 func (o *WebhookOutbox) Send(_ context.Context, m Message) {
-	if o.forgotten(m.Account) {
+	if o.erased.has(m.Account) {
 		return
 	}
 	select {
@@ -112,7 +97,7 @@ func (o *WebhookOutbox) deliver(ctx context.Context, m Message) {
 	signature := "sha256=" + hex.EncodeToString(mac.Sum(nil))
 	wait := o.Backoff
 	for attempt := 1; attempt <= o.Attempts; attempt++ {
-		if o.forgotten(m.Account) {
+		if o.erased.has(m.Account) {
 			return // the account was erased while the message waited
 		}
 		err := o.post(ctx, body, signature)
