@@ -94,12 +94,12 @@ func (p *Postgres) Ping(ctx context.Context) error { return p.pool.Ping(ctx) }
 // SHA-256 of the stored data text and the link to the previous hash are
 // computed by the server.
 const (
-	appendCur = `
-cur AS MATERIALIZED (
+	// appendLast is the stream's last revision and hash (-1 and empty for a
+	// new stream): what the next event's revision and hash follow from.
+	appendLast = `
     SELECT coalesce(last.revision, -1) AS rev, coalesce(last.hash, ''::bytea) AS hash
     FROM (SELECT 1) one
-    LEFT JOIN LATERAL (SELECT revision, hash FROM events WHERE stream_id = $1 ORDER BY revision DESC LIMIT 1) last ON true
-)`
+    LEFT JOIN LATERAL (SELECT revision, hash FROM events WHERE stream_id = $1 ORDER BY revision DESC LIMIT 1) last ON true`
 	appendCondition = `
     WHERE CASE $6::text
         WHEN 'any' THEN true
@@ -107,12 +107,6 @@ cur AS MATERIALIZED (
         WHEN 'exists' THEN cur.rev >= 0
         ELSE cur.rev = $7::bigint
     END`
-	appendResult = `
-    RETURNING position, revision, tx_id
-)
-SELECT (SELECT rev FROM cur), count(*), coalesce(max(revision), -1), coalesce(max(position), 0),
-       coalesce(max(tx_id::text::bigint), 0)
-FROM ins`
 
 	// appendOneSQL appends one event, the common case, in the smallest
 	// plan: scalar parameters, no CTE, no aggregate. At this size starting
@@ -124,18 +118,17 @@ INSERT INTO events (stream_id, revision, event_id, type, data, metadata, prev_ha
 SELECT $1, cur.rev + 1, $2, $3, $4, $5, cur.hash,
        sha256($8::bytea || int4send(length(cur.hash)) || cur.hash || $9::bytea || int8send(cur.rev + 1)
               || $10::bytea || '\x00000020'::bytea || sha256(convert_to($4::jsonb::text, 'UTF8')) || $11::bytea)
-FROM (
-    SELECT coalesce(last.revision, -1) AS rev, coalesce(last.hash, ''::bytea) AS hash
-    FROM (SELECT 1) one
-    LEFT JOIN LATERAL (SELECT revision, hash FROM events WHERE stream_id = $1 ORDER BY revision DESC LIMIT 1) last ON true
+FROM (` + appendLast + `
 ) cur` + appendCondition + `
 RETURNING revision, position, tx_id::text::bigint`
 
 	// appendManySQL chains the events of a batch one after the other. The
 	// recursion reads its inputs by subscript: joining the batch at each
-	// step would scan it once per event.
+	// step would scan it once per event. A count of 0 means the expectation
+	// did not hold.
 	appendManySQL = `
-WITH RECURSIVE` + appendCur + `, chain AS (
+WITH RECURSIVE cur AS MATERIALIZED (` + appendLast + `
+), chain AS (
     SELECT 0::bigint AS ord, cur.rev, cur.hash FROM cur
     UNION ALL
     SELECT chain.ord + 1, chain.rev + 1,
@@ -149,7 +142,11 @@ WITH RECURSIVE` + appendCur + `, chain AS (
     FROM cur, unnest($2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS e(id, type, data, meta, ord)
     JOIN chain c ON c.ord = e.ord
     JOIN chain p ON p.ord = e.ord - 1` + appendCondition + `
-    ORDER BY e.ord` + appendResult
+    ORDER BY e.ord
+    RETURNING position, revision, tx_id
+)
+SELECT count(*), coalesce(max(revision), -1), coalesce(max(position), 0), coalesce(max(tx_id::text::bigint), 0)
+FROM ins`
 )
 
 type querier interface {
@@ -204,7 +201,7 @@ func (p *Postgres) Committed() { p.committed() }
 var errRaced = errors.New("raced")
 
 func (p *Postgres) appendOnce(ctx context.Context, q querier, stream string, expected ExpectedRevision, events []EventData, args []any) (AppendResult, error) {
-	var current, count, lastRev, lastPos, txID int64
+	var count, lastRev, lastPos, txID int64
 	var err error
 	if len(events) == 1 {
 		count = 1
@@ -213,7 +210,7 @@ func (p *Postgres) appendOnce(ctx context.Context, q querier, stream string, exp
 			count, err = 0, nil
 		}
 	} else {
-		err = q.QueryRow(ctx, appendManySQL, args...).Scan(&current, &count, &lastRev, &lastPos, &txID)
+		err = q.QueryRow(ctx, appendManySQL, args...).Scan(&count, &lastRev, &lastPos, &txID)
 	}
 	var pgErr *pgconn.PgError
 	switch {
